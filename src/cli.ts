@@ -1,0 +1,140 @@
+#!/usr/bin/env node
+import { Writable } from 'node:stream';
+import { readFileSync } from 'node:fs';
+import { isClusterWorker, runCluster } from './cluster.js';
+import { configUsage, DEV_KEY, loadConfig, type Config } from './config.js';
+import { devBanner } from './dev-banner.js';
+import { createHub } from './handler.js';
+import { createLogger, type Logger } from './logger.js';
+import { serve } from './server.js';
+import { exitOnSignals, hubOptionsFromConfig, serveOptionsFromConfig } from './startup.js';
+import { createTransport } from './transports/index.js';
+import { runTokenCommand } from './token-command.js';
+
+const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+/** Human-readable log lines for terminals; JSON stays the default for machines. */
+function prettyStream(): Writable {
+  const levels: Record<number, string> = { 10: 'TRACE', 20: 'DEBUG', 30: 'INFO ', 40: 'WARN ', 50: 'ERROR', 60: 'FATAL' };
+  return new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      for (const line of chunk.toString().split('\n')) {
+        if (!line) continue;
+        try {
+          const { level, time, msg, name: _n, pid: _p, hostname: _h, ...rest } = JSON.parse(line) as Record<string, unknown>;
+          const extras = Object.entries(rest).map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`).join(' ');
+          process.stderr.write(`${new Date(Number(time)).toISOString()} ${levels[Number(level)] ?? level} ${String(msg ?? '')}${extras ? ' ' + extras : ''}\n`);
+        } catch {
+          process.stderr.write(line + '\n');
+        }
+      }
+      cb();
+    },
+  });
+}
+
+/** Transport URLs may carry credentials: never print them. */
+function redactUrlPassword(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return url;
+  }
+}
+
+/**
+ * Exit codes: 2 for a configuration the hub refuses (restarting will not help), 69 (EX_UNAVAILABLE)
+ * when a backend or the address is unavailable at start (a supervisor should retry).
+ */
+const EXIT_CONFIG = 2;
+const EXIT_UNAVAILABLE = 69;
+
+function fail(lines: readonly string[], code: number = EXIT_CONFIG): never {
+  for (const l of lines) process.stderr.write(`quicksilver: ${l}\n`);
+  process.exit(code);
+}
+
+function load(argv: readonly string[]): { config: Config; warnings: string[] } {
+  const result = loadConfig({ env: process.env, argv, cwd: process.cwd() });
+  if (!result.ok) fail(result.errors);
+  return { config: result.config, warnings: result.warnings };
+}
+
+async function start(argv: readonly string[]): Promise<void> {
+  const { config, warnings } = load(argv);
+  // The development profile talks to a person at a terminal: readable lines unless asked otherwise.
+  const pretty = config.logFormat === 'pretty' || (config.dev && !process.env.LOG_FORMAT && !argv.some((a) => a.startsWith('--log-format')));
+  const log: Logger = createLogger(config.logLevel, pretty ? prettyStream() : undefined);
+  // Cluster workers re-run the CLI with the same arguments: the primary alone warns.
+  if (!isClusterWorker()) for (const w of warnings) log.warn({}, w);
+  if (isClusterWorker() || (config.workers ?? 1) > 1) {
+    // The primary owns the transport and forks the workers; each worker serves one hub. The
+    // primary handles SIGTERM/SIGINT (draining every worker); a worker never returns from here.
+    await runCluster(config, { logger: log, version: VERSION }).catch((err: unknown) => fail([(err as Error).message]));
+    return;
+  }
+  let transport;
+  try {
+    transport = await createTransport(config.transportUrl, log);
+  } catch (err) {
+    fail([`transport: ${(err as Error).message}`]);
+  }
+  const hubOptions = await hubOptionsFromConfig(config, VERSION);
+  if (typeof hubOptions === 'string') fail([hubOptions]);
+  const hub = createHub({ ...hubOptions, transport, logger: log });
+  try {
+    await hub.ready;
+  } catch (err) {
+    fail([`could not start: ${(err as Error).message}`], EXIT_UNAVAILABLE);
+  }
+  const server = await serve(hub, serveOptionsFromConfig(config, log)).catch(
+    (err: unknown) => fail([`cannot listen on ${config.server.addr}: ${(err as Error).message}`], EXIT_UNAVAILABLE));
+  log.info({ url: server.url, transport: transport.name, version: VERSION }, 'Quicksilver hub ready');
+  if (config.dev) process.stdout.write(await devBanner(server.url, config.hub.publisher?.key ?? DEV_KEY) + '\n');
+
+  exitOnSignals(log, 'shutting down: draining subscribers', () => server.close());
+}
+
+const HELP = `Quicksilver ${VERSION}: a Mercure hub.
+
+Usage:
+  quicksilver [options]              start the hub
+  quicksilver check-config [options] validate the configuration and exit
+  quicksilver token [token options]  mint a JWT for publishers or subscribers
+  quicksilver --help | --version
+
+`;
+
+async function main(): Promise<void> {
+  const argv = process.argv.slice(2);
+  const [command, ...rest] = argv;
+  if (command === '--help' || command === '-h' || command === 'help') {
+    process.stdout.write(HELP + configUsage() + '\n');
+    return;
+  }
+  if (command === '--version' || command === '-v') {
+    process.stdout.write(VERSION + '\n');
+    return;
+  }
+  if (command === 'check-config') {
+    const { config, warnings } = load(rest);
+    for (const w of warnings) process.stderr.write(`quicksilver: warning: ${w}\n`);
+    try {
+      const t = await createTransport(config.transportUrl, createLogger('silent'));
+      await t.close();
+    } catch (err) {
+      fail([`transport: ${(err as Error).message}`]);
+    }
+    process.stdout.write(`configuration OK (listen ${config.server.addr}, transport ${redactUrlPassword(config.transportUrl)})\n`);
+    return;
+  }
+  if (command === 'token') {
+    process.exitCode = await runTokenCommand(rest, process.env);
+    return;
+  }
+  await start(command === 'serve' ? rest : argv);
+}
+
+main().catch((err: unknown) => fail([(err as Error).stack ?? String(err)]));

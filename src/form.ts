@@ -1,0 +1,88 @@
+/**
+ * `application/x-www-form-urlencoded` parsing that, unlike URLSearchParams, refuses what it cannot
+ * decode faithfully: invalid percent escapes and bytes that are not UTF-8 become an error instead
+ * of silently turning into U+FFFD in a published payload.
+ */
+export type FormFields = Array<[name: string, value: string]>;
+
+const decoder = new TextDecoder('utf-8', { fatal: true });
+
+function hexValue(c: number): number {
+  if (c >= 48 && c <= 57) return c - 48;
+  if (c >= 65 && c <= 70) return c - 55;
+  if (c >= 97 && c <= 102) return c - 87;
+  return -1;
+}
+
+function decodeComponent(s: string): string | null {
+  if (s.indexOf('%') < 0 && s.indexOf('+') < 0) return s;
+  if (s.indexOf('%') < 0) return s.replace(/\+/g, ' ');
+  const bytes = Buffer.allocUnsafe(Buffer.byteLength(s));
+  let n = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 37 /* % */) {
+      const h = hexValue(s.charCodeAt(i + 1));
+      const l = hexValue(s.charCodeAt(i + 2));
+      if (h < 0 || l < 0) return null;
+      bytes[n++] = (h << 4) | l;
+      i += 2;
+    } else if (c === 43 /* + */) {
+      bytes[n++] = 32;
+    } else if (c < 128) {
+      bytes[n++] = c;
+    } else {
+      n += bytes.write(s[i]! + (c >= 0xd800 && c <= 0xdbff ? s[i + 1] ?? '' : ''), n);
+      if (c >= 0xd800 && c <= 0xdbff) i++;
+    }
+  }
+  try {
+    return decoder.decode(bytes.subarray(0, n));
+  } catch {
+    return null;
+  }
+}
+
+/** Parses a form body or query string. Returns an error message instead of throwing. */
+export function parseForm(input: string): FormFields | { error: string } {
+  const fields: FormFields = [];
+  if (input === '') return fields;
+  for (const pair of input.split('&')) {
+    if (pair === '') continue;
+    const eq = pair.indexOf('=');
+    const rawName = eq < 0 ? pair : pair.slice(0, eq);
+    const rawValue = eq < 0 ? '' : pair.slice(eq + 1);
+    const name = decodeComponent(rawName);
+    const value = decodeComponent(rawValue);
+    if (name === null || value === null) {
+      return { error: `malformed form field "${rawName.slice(0, 64)}": invalid percent-encoding or not UTF-8` };
+    }
+    fields.push([name, value]);
+  }
+  return fields;
+}
+
+export function getAll(fields: FormFields, name: string): string[] {
+  const out: string[] = [];
+  for (const [n, v] of fields) if (n === name) out.push(v);
+  return out;
+}
+
+export function getFirst(fields: FormFields, name: string): string | undefined {
+  for (const [n, v] of fields) if (n === name) return v;
+  return undefined;
+}
+
+export function has(fields: FormFields, name: string): boolean {
+  for (const [n] of fields) if (n === name) return true;
+  return false;
+}
+
+/** Decodes UTF-8, or null when the bytes are not valid UTF-8. */
+export function decodeUtf8(bytes: Uint8Array): string | null {
+  try {
+    return decoder.decode(bytes);
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,269 @@
+import { canSubscribe } from './authorization.js';
+import type { Logger } from './logger.js';
+import { LruCache } from './lru-cache.js';
+import { Metrics } from './metrics.js';
+import { serializeUpdate } from './sse.js';
+import type { DisconnectReason, Subscriber } from './subscriber.js';
+import { subscriptionEventData, subscriptionTopic } from './subscription.js';
+import { TopicIndex } from './topic-index.js';
+import type { SubscriptionRecord, Transport } from './transport.js';
+import { createUpdate, type StoredUpdate, type Update } from './update.js';
+import { uuidv7 } from './uuid.js';
+
+export interface HubCoreOptions {
+  transport: Transport;
+  logger: Logger;
+  /** Publish subscription events and keep presence for the subscriptions API. */
+  subscriptions: boolean;
+  /** Heartbeat interval (ms, 0 = off). */
+  heartbeat: number;
+  /** Longest a subscriber may stay saturated before it is cut (ms, 0 = never). */
+  dispatchTimeout: number;
+}
+
+export interface PublishInput {
+  topics: readonly string[];
+  data?: string | undefined;
+  private?: boolean | undefined;
+  id?: string | undefined;
+  type?: string | undefined;
+  retry?: number | undefined;
+}
+
+export interface ConnectResult {
+  /** Value of the cursor response header, when a last event id was requested. */
+  cursor: string | undefined;
+  /**
+   * Sends the replay and the live updates held meanwhile. Call it once the response headers
+   * (which carry the cursor) are out; until then the subscriber's live updates wait.
+   */
+  resume(): void;
+}
+
+/**
+ * The hub's core: routes every update the transport delivers to the local subscribers that select
+ * it and may read it, replays history on reconnection, and tracks presence. Knows nothing of HTTP.
+ */
+export class Hub {
+  readonly metrics: Metrics;
+  readonly transport: Transport;
+  private readonly index = new TopicIndex();
+  // Private updates are routed from the readers' grants: a template every subscriber shares
+  // selects them all, while each token usually grants a handful of topics.
+  private readonly grantIndex = new TopicIndex((sub) => sub.grants?.subscribe ?? []);
+  private readonly subscribers = new Map<string, Subscriber>();
+  private readonly records = new Map<Subscriber, readonly SubscriptionRecord[]>();
+  // Replays of many subscribers read the same updates: serialise each one once.
+  private readonly frames = new LruCache<bigint, Buffer>(4096);
+  private readonly log: Logger;
+  private sweepTimer: NodeJS.Timeout | null = null;
+  private started = false;
+  private closing = false;
+  private subscriptionCount = 0;
+  // Publish times of this node's own updates, to measure how long the transport takes to hand them back.
+  private readonly inFlight = new Map<string, number>();
+
+  constructor(private readonly options: HubCoreOptions) {
+    this.transport = options.transport;
+    this.log = options.logger;
+    this.metrics = new Metrics({
+      historySize: () => this.transport.historySize(),
+      transportReady: () => this.transport.health().ready,
+      subscriptions: () => this.subscriptionCount,
+    });
+  }
+
+  async start(): Promise<void> {
+    if (this.started) return;
+    this.started = true;
+    await this.transport.start((u) => this.deliver(u));
+    // One sweep for all subscribers instead of timers per connection: 100k timers cost memory.
+    this.sweepTimer = setInterval(() => this.sweep(Date.now()), 1000);
+    this.sweepTimer.unref();
+  }
+
+  get connected(): number {
+    return this.subscribers.size;
+  }
+
+  get subscriptionsEnabled(): boolean {
+    return this.options.subscriptions;
+  }
+
+  /** Builds, stores and fans out an update; resolves once the transport acknowledged it. */
+  async publish(input: PublishInput): Promise<Update> {
+    const update = createUpdate({
+      topics: input.topics,
+      data: input.data,
+      private: input.private,
+      id: input.id || `urn:uuid:${uuidv7()}`,
+      type: input.type,
+      retry: input.retry,
+    });
+    const t0 = performance.now();
+    if (this.inFlight.size < 10_000) this.inFlight.set(update.id, t0);
+    try {
+      await this.transport.dispatch(update);
+    } catch (err) {
+      this.inFlight.delete(update.id);
+      throw err;
+    }
+    this.metrics.publishSeconds.observe((performance.now() - t0) / 1000);
+    return update;
+  }
+
+  private frameOf(u: StoredUpdate): Buffer {
+    let f = this.frames.get(u.seq);
+    if (!f) {
+      f = serializeUpdate(u);
+      this.frames.set(u.seq, f);
+    }
+    return f;
+  }
+
+  private deliver(u: StoredUpdate): void {
+    const t0 = performance.now();
+    const sent = this.inFlight.get(u.id);
+    if (sent !== undefined) {
+      this.inFlight.delete(u.id);
+      this.metrics.transportLagSeconds.observe((t0 - sent) / 1000);
+    }
+    this.metrics.updatesTotal++;
+    let frame: Buffer | null = null;
+    let n = 0;
+    if (u.private) {
+      this.grantIndex.forEachMatch(u.topics, (sub) => {
+        if (!sub.selects(u.topics)) return;
+        frame ??= this.frameOf(u);
+        sub.deliver(u, frame);
+        n++;
+      });
+    } else {
+      this.index.forEachMatch(u.topics, (sub) => {
+        frame ??= this.frameOf(u);
+        sub.deliver(u, frame);
+        n++;
+      });
+    }
+    this.metrics.deliveries += n;
+    this.metrics.dispatchSeconds.observe((performance.now() - t0) / 1000);
+  }
+
+  /** Whether a stored update may be sent to this subscriber now (routing + current token). */
+  private entitled(sub: Subscriber, u: Update): boolean {
+    return sub.selects(u.topics) && (!u.private || canSubscribe(sub.grants, u.topics));
+  }
+
+  /**
+   * Registers a subscriber, announces its subscriptions and, when asked, replays what it missed.
+   * Live updates that arrive during the replay are held and sent after it, minus those the replay
+   * already covered, so nothing is lost or sent twice.
+   */
+  async connect(
+    sub: Subscriber,
+    options: { lastEventId?: string | undefined; records?: readonly SubscriptionRecord[] | undefined } = {},
+  ): Promise<ConnectResult> {
+    const lastEventId = options.lastEventId;
+    // Live updates are held until the HTTP layer has sent the headers (see resume()).
+    sub.beginReplay();
+    this.subscribers.set(sub.id, sub);
+    this.index.add(sub);
+    if (sub.grants) this.grantIndex.add(sub);
+    this.subscriptionCount += sub.matchers.length;
+    sub.onClose = (s, reason) => this.onClosed(s, reason);
+    this.metrics.subscribersTotal++;
+    if (sub.version === 7) this.metrics.connected7++;
+    else this.metrics.connected8++;
+
+    if (this.options.subscriptions && options.records && options.records.length > 0) {
+      this.records.set(sub, options.records);
+      await this.announce(options.records, true);
+    }
+
+    if (lastEventId === undefined) return { cursor: undefined, resume: () => sub.endReplay([], -1n) };
+    let lastSeq = -1n;
+    let found = false;
+    const replayed: Buffer[] = [];
+    if (lastEventId !== '') {
+      try {
+        const res = await this.transport.history(lastEventId, (u) => {
+          if (u.seq > lastSeq) lastSeq = u.seq;
+          if (this.entitled(sub, u)) replayed.push(this.frameOf(u));
+        });
+        found = res.found;
+      } catch (err) {
+        this.log.error({ err, subscriber: sub.id }, 'history replay failed');
+      }
+    }
+    const cursor = lastEventId === 'earliest' || !found ? 'earliest' : lastEventId;
+    return { cursor, resume: () => sub.endReplay(replayed, lastSeq) };
+  }
+
+  private onClosed(sub: Subscriber, reason: DisconnectReason): void {
+    if (this.subscribers.get(sub.id) !== sub) return;
+    this.subscribers.delete(sub.id);
+    this.index.remove(sub);
+    if (sub.grants) this.grantIndex.remove(sub);
+    this.subscriptionCount -= sub.matchers.length;
+    if (sub.version === 7) this.metrics.connected7--;
+    else this.metrics.connected8--;
+    if (reason !== 'client') this.metrics.countDisconnect(reason);
+    const records = this.records.get(sub);
+    if (records) {
+      this.records.delete(sub);
+      this.announce(records, false).catch((err: unknown) =>
+        this.log.warn({ err, subscriber: sub.id }, 'could not publish subscription end'),
+      );
+    }
+    this.log.debug({ subscriber: sub.id, reason }, 'subscriber disconnected');
+  }
+
+  private async announce(records: readonly SubscriptionRecord[], active: boolean): Promise<void> {
+    if (active) await this.transport.addSubscriptions?.(records);
+    else await this.transport.removeSubscriptions?.(records);
+    for (const record of records) {
+      await this.publish({
+        topics: [subscriptionTopic(record)],
+        data: subscriptionEventData(record, active),
+        private: true,
+        type: record.kind === 'selector' ? undefined : 'mercure',
+      });
+    }
+  }
+
+  /** Subscriptions for the API: cluster-wide when the transport knows them, else this node's. */
+  async listSubscriptions(): Promise<SubscriptionRecord[]> {
+    if (this.transport.listSubscriptions) return this.transport.listSubscriptions();
+    const all: SubscriptionRecord[] = [];
+    for (const records of this.records.values()) all.push(...records);
+    return all;
+  }
+
+  lastEventId(): Promise<string> {
+    return this.transport.lastEventId();
+  }
+
+  /** Heartbeats idle streams, ends streams past their deadline, cuts subscribers stuck too long. */
+  sweep(now: number): void {
+    const hb = this.options.heartbeat;
+    const dt = this.options.dispatchTimeout;
+    for (const sub of this.subscribers.values()) {
+      if (sub.deadline > 0 && now >= sub.deadline) {
+        sub.close(sub.grants?.expiresAt !== undefined && sub.grants.expiresAt <= now ? 'expired' : 'lifetime');
+      } else if (dt > 0 && sub.blockedSince > 0 && now - sub.blockedSince >= dt) {
+        sub.close('slow');
+      } else if (hb > 0 && now - sub.lastWrite >= hb) {
+        sub.heartbeat();
+      }
+    }
+  }
+
+  /** Ends every stream (telling clients when to come back) and closes the transport. */
+  async close(farewell?: () => Buffer): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    for (const sub of [...this.subscribers.values()]) sub.close('shutdown', farewell?.());
+    await this.transport.close();
+  }
+}

@@ -1,0 +1,14 @@
+export { createHub } from './handler.js';
+export type { QuicksilverHub, RequestHandler, NextFunction } from './handler.js';
+export type { HubOptions, KeyOptions, IssuerOptions, JwtAlgorithm } from './options.js';
+export { serve } from './server.js';
+export type { ServeOptions, RunningServer } from './server.js';
+export { Hub } from './hub.js';
+export type { PublishInput } from './hub.js';
+export type { Update, StoredUpdate } from './update.js';
+export type { Transport, TransportHealth, SubscriptionRecord } from './transport.js';
+export { TransportUnavailableError } from './transport.js';
+export { MemoryTransport } from './transports/memory.js';
+export type { MemoryTransportOptions } from './transports/memory.js';
+export { createLogger } from './logger.js';
+export type { Logger, LogLevel } from './logger.js';

@@ -1,0 +1,108 @@
+import type { Transport } from './transport.js';
+import type { Logger } from './logger.js';
+import type { TracerLike } from './tracing.js';
+
+/** JWS algorithms a key can be pinned to. */
+export type JwtAlgorithm =
+  | 'HS256' | 'HS384' | 'HS512'
+  | 'RS256' | 'RS384' | 'RS512'
+  | 'PS256' | 'PS384' | 'PS512'
+  | 'ES256' | 'ES384' | 'ES512'
+  | 'EdDSA';
+
+export const JWT_ALGORITHMS: readonly JwtAlgorithm[] = [
+  'HS256', 'HS384', 'HS512', 'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512',
+  'ES256', 'ES384', 'ES512', 'EdDSA',
+];
+
+/** How tokens of one role (publisher or subscriber) are verified. */
+export interface KeyOptions {
+  /** HMAC secret, or a PEM public key (SPKI or certificate) for asymmetric algorithms. */
+  key?: string | undefined;
+  /** Pinned algorithm; a token with another `alg` is rejected. Default HS256. */
+  algorithm?: JwtAlgorithm | undefined;
+  /** JWK Set URL (`https://`, `http://` or `file://`); takes precedence over `key`. */
+  jwksUrl?: string | undefined;
+}
+
+/** A trusted draft-08 token issuer (RFC 9068 `iss`), with its own keys per role. */
+export interface IssuerOptions {
+  issuer: string;
+  publisher?: KeyOptions | undefined;
+  subscriber?: KeyOptions | undefined;
+}
+
+export interface HubOptions {
+  /** Verifies publishers' tokens. Without it (and without issuers) nobody can publish. */
+  publisher?: KeyOptions | undefined;
+  /** Verifies subscribers' tokens. Defaults to the publisher's key, as the reference hub does. */
+  subscriber?: KeyOptions | undefined;
+  /**
+   * Draft-08 issuers. Tokens whose `iss` names one are verified with that issuer's keys only.
+   * A draft-08 token from an issuer not listed is verified with the `publisher`/`subscriber`
+   * keys only when `trustedIssuers` includes its `iss` (or is empty/undefined: any issuer).
+   */
+  issuers?: IssuerOptions[] | undefined;
+  /** Allowed `iss` values for draft-08 tokens verified with the role keys. Empty = any. */
+  trustedIssuers?: string[] | undefined;
+  /**
+   * The hub's OAuth resource identifier: the required `aud` of draft-08 tokens. Default: the
+   * hub URL as requested (`<scheme>://<host>/.well-known/mercure`).
+   */
+  resourceIdentifier?: string | undefined;
+  /** Issuers advertised as authorization servers in the protected-resource metadata. */
+  authorizationServers?: string[] | undefined;
+  /** Allow subscribers without a token (they only get public updates). */
+  anonymous?: boolean | undefined;
+  /** Origins allowed to make cross-origin requests (`*` allowed). */
+  corsOrigins?: string[] | undefined;
+  /** Origins allowed to publish with a cookie token (CSRF protection; `*` allowed). */
+  publishOrigins?: string[] | undefined;
+  /** Cookie holding draft-07 tokens. Default `mercureAuthorization`. */
+  cookieName?: string | undefined;
+  /** Enable subscription events and the subscriptions API. */
+  subscriptions?: boolean | undefined;
+  /** Heartbeat comment interval in ms; 0 disables. Default 40 000. */
+  heartbeat?: number | undefined;
+  /** Maximum connection lifetime in ms, randomised to 80–100 %; 0 disables. Default 600 000. */
+  writeTimeout?: number | undefined;
+  /** Longest a write to a subscriber may take before it is cut, in ms; 0 disables. Default 5 000. */
+  dispatchTimeout?: number | undefined;
+  /** Updates queued for a subscriber that does not read fast enough before it is cut. Default 1 000. */
+  subscriberBufferSize?: number | undefined;
+  /** Largest publish body in bytes (413 beyond). Default 1 MiB. */
+  maxBodySize?: number | undefined;
+  /** Most topics per publish and selectors per subscription request. Default 1 000 (draft-08 matchers: 100). */
+  maxTopics?: number | undefined;
+  /** Subscriber connections per client address; 0 = no limit (default). 429 beyond. */
+  maxConnectionsPerIp?: number | undefined;
+  /** Subscriber connections in total; 0 = no limit (default). 429 beyond. */
+  maxConnections?: number | undefined;
+  /** Publishes per second per token subject (or client address); 0 = no limit (default). 429 beyond. */
+  publishRateLimit?: number | undefined;
+  /** Publishes allowed in a burst above the rate. Default: the rate. */
+  publishBurst?: number | undefined;
+  /** The storage and fan-out backend. Default: in-memory, bounded history. */
+  transport?: Transport | undefined;
+  /** Serve the debugging UI at /.well-known/mercure/ui/. */
+  ui?: boolean | undefined;
+  /** Enable the insecure demo echo endpoint (implies `ui`). */
+  demo?: boolean | undefined;
+  /**
+   * HS256 key the demo UI mints its all-access development token with (`devToken` in
+   * /.well-known/mercure/ui/config.json). Used only with `demo`; never pass a production key.
+   */
+  devKey?: string | undefined;
+  /** Trust `X-Forwarded-*` headers from the reverse proxy in front of the hub. */
+  trustProxy?: boolean | undefined;
+  /** Public URL of the hub, used to resolve relative URL patterns and topics. */
+  publicUrl?: string | undefined;
+  /** Size of the verified-token cache (entries). Default 10 000; 0 disables. */
+  tokenCacheSize?: number | undefined;
+  /** Serve Prometheus metrics at /metrics. Default true. */
+  metrics?: boolean | undefined;
+  /** OpenTelemetry tracer (`trace.getTracer('quicksilver')`): spans for publish, subscribe and the subscriptions API. */
+  tracer?: TracerLike | undefined;
+  /** Structured logger; default a pino logger at `info`. */
+  logger?: Logger | undefined;
+}

@@ -1,0 +1,205 @@
+import { canPublish } from './authorization.js';
+import { authenticate, isAuthProblem } from './authenticate.js';
+import { sendAuthProblem } from './auth-response.js';
+import type { HubContext } from './context.js';
+import { originAllowed } from './cors.js';
+import { decodeUtf8, getAll, getFirst, has, parseForm } from './form.js';
+import { BodyTooLargeError, clientIp, header, hubUrl, origin, readBody, send, type Request, type Response } from './http-util.js';
+import { isReservedTopic } from './reserved-topic.js';
+import { hasForbiddenCharacter } from './topic-matcher.js';
+import { TransportUnavailableError } from './transport.js';
+
+/** Origin of a cookie-authenticated publish request, from Origin or else Referer. */
+function requestOrigin(req: Request): string | undefined {
+  const o = header(req, 'origin');
+  if (o && o !== 'null') return o;
+  const referer = header(req, 'referer');
+  if (!referer) return undefined;
+  try {
+    return new URL(referer).origin;
+  } catch {
+    return undefined;
+  }
+}
+
+function versionOfToken(req: Request): 7 | 8 {
+  // Only the token tells a publish request's protocol: RFC 9068 tokens carry typ at+jwt.
+  const auth = header(req, 'authorization');
+  const token = auth?.replace(/^bearer\s+/i, '');
+  if (!token) return 7;
+  const dot = token.indexOf('.');
+  if (dot <= 0) return 7;
+  try {
+    const h = JSON.parse(Buffer.from(token.slice(0, dot), 'base64url').toString()) as { typ?: unknown };
+    return typeof h.typ === 'string' && /^(application\/)?at\+jwt$/i.test(h.typ) ? 8 : 7;
+  } catch {
+    return 7;
+  }
+}
+
+/** POST /.well-known/mercure */
+export async function handlePublish(ctx: HubContext, req: Request, res: Response, query: string): Promise<void> {
+  const opts = ctx.options;
+  const base = origin(req, opts.trustProxy);
+  let version = versionOfToken(req);
+
+  let body: Buffer;
+  try {
+    body = await readBody(req, opts.maxBodySize);
+  } catch (err) {
+    if (err instanceof BodyTooLargeError) {
+      ctx.hub.metrics.countLimited('body_size');
+      ctx.log.warn({ limit: opts.maxBodySize }, 'publish refused: body too large');
+      send(res, 413, `Request body too large: ${err.message}\n`, { Connection: 'close' });
+      return;
+    }
+    throw err;
+  }
+
+  const contentType = header(req, 'content-type')?.split(';')[0]?.trim().toLowerCase();
+  if (contentType !== 'application/x-www-form-urlencoded') {
+    send(res, 400, `Invalid request: Content-Type must be application/x-www-form-urlencoded, got ${contentType ?? 'none'}\n`);
+    return;
+  }
+  const text = decodeUtf8(body);
+  if (text === null) {
+    send(res, 400, 'Invalid request body: not valid UTF-8\n');
+    return;
+  }
+  const form = parseForm(text);
+  if ('error' in form) {
+    send(res, 400, `Invalid request body: ${form.error}\n`);
+    return;
+  }
+
+  const queryFields = parseForm(query);
+  const queryToken = 'error' in queryFields ? undefined : getFirst(queryFields, 'authorization');
+  const auth = await authenticate(ctx, req, 'publisher', queryToken);
+  if (isAuthProblem(auth)) {
+    sendAuthProblem(res, auth, version, base);
+    return;
+  }
+  if (auth.grants === null) {
+    sendAuthProblem(res, { kind: 'missing' }, version, base);
+    return;
+  }
+  version = auth.grants.version;
+  if (auth.source === 'cookie') {
+    // Cookies ride along on cross-site requests: only listed origins may publish with one.
+    const from = requestOrigin(req);
+    if (!from) {
+      sendAuthProblem(res, { kind: 'insufficient_scope', message: 'publishing with a cookie requires an Origin or Referer header' }, version, base);
+      return;
+    }
+    if (!originAllowed(opts.publishOrigins, from)) {
+      sendAuthProblem(res, { kind: 'insufficient_scope', message: `origin ${from} is not allowed to publish (publish_origins)` }, version, base);
+      return;
+    }
+  }
+
+  if (ctx.publishRate.enabled) {
+    const key = auth.grants.subject ? `sub:${auth.grants.subject}` : `ip:${clientIp(req, opts.trustProxy)}`;
+    const wait = ctx.publishRate.take(key);
+    if (wait > 0) {
+      ctx.hub.metrics.countLimited('publish_rate');
+      ctx.log.warn({ key, limit: 'publish_rate' }, 'publish refused: rate limit');
+      send(res, 429, `Too Many Requests: publish rate limit reached for this ${key.startsWith('sub:') ? 'token subject' : 'address'}; retry in ${wait}s\n`, { 'Retry-After': String(wait) });
+      return;
+    }
+  }
+
+  const topics = getAll(form, 'topic');
+  if (topics.length === 0) {
+    send(res, 400, 'Missing "topic" parameter\n');
+    return;
+  }
+  if (topics.length > opts.maxTopics) {
+    ctx.hub.metrics.countLimited('topics');
+    send(res, 400, `Too many "topic" parameters: ${topics.length}, at most ${opts.maxTopics} allowed\n`);
+    return;
+  }
+  const hub = hubUrl(req, opts.trustProxy);
+  for (const t of topics) {
+    if (version === 8) {
+      if (t === '*') {
+        send(res, 400, 'Invalid "topic": "*" is reserved for the wildcard matcher\n');
+        return;
+      }
+      if (hasForbiddenCharacter(t)) {
+        send(res, 400, 'Invalid "topic": contains a control or format character\n');
+        return;
+      }
+    }
+    if (isReservedTopic(t, opts.publicUrl ?? hub) || (version === 7 && t.includes('/.well-known/mercure'))) {
+      // The reserved namespace carries the hub's own events: forging them must be impossible.
+      send(res, version === 8 ? 400 : 403, `Invalid "topic": ${t} is in the hub's reserved namespace /.well-known/mercure\n`);
+      return;
+    }
+  }
+
+  const id = getFirst(form, 'id');
+  if (id !== undefined && id !== '') {
+    if (hasForbiddenCharacter(id)) {
+      send(res, 400, 'Invalid "id" parameter: contains a control or format character (CR, LF and NUL would break the event stream)\n');
+      return;
+    }
+    if (id.startsWith('#') || id === 'earliest') {
+      send(res, 400, `Invalid "id" parameter: ids must not start with "#" nor be the reserved value "earliest"\n`);
+      return;
+    }
+  }
+  const type = getFirst(form, 'type');
+  if (type !== undefined && type !== '') {
+    if (hasForbiddenCharacter(type)) {
+      send(res, 400, 'Invalid "type" parameter: contains a control or format character\n');
+      return;
+    }
+    if (type === 'mercure') {
+      send(res, 400, 'Invalid "type" parameter: "mercure" is reserved for events generated by the hub\n');
+      return;
+    }
+  }
+  const retryRaw = getFirst(form, 'retry');
+  let retry: number | undefined;
+  if (retryRaw !== undefined && retryRaw !== '') {
+    if (!/^[0-9]+$/.test(retryRaw) || !Number.isSafeInteger(Number(retryRaw))) {
+      send(res, 400, 'Invalid "retry" parameter: must be a non-negative integer (milliseconds)\n');
+      return;
+    }
+    retry = Number(retryRaw);
+  }
+
+  if (!canPublish(auth.grants, topics)) {
+    const denied = topics.filter((t) => !canPublish(auth.grants!, [t]));
+    sendAuthProblem(
+      res,
+      { kind: 'insufficient_scope', message: `the token does not grant publishing to ${denied.slice(0, 3).join(', ')}${denied.length > 3 ? ', …' : ''}` },
+      version,
+      base,
+    );
+    return;
+  }
+
+  try {
+    const update = await ctx.hub.publish({
+      topics,
+      data: getFirst(form, 'data'),
+      private: has(form, 'private'),
+      id: id || undefined,
+      type: type || undefined,
+      retry,
+    });
+    ctx.hub.metrics.updatesPublished++;
+    ctx.log.debug({ id: update.id, topics: update.topics, private: update.private }, 'update published');
+    send(res, 200, update.id);
+  } catch (err) {
+    if (err instanceof TransportUnavailableError) {
+      ctx.hub.metrics.publishFailures++;
+      ctx.log.error({ err: err.message, transport: ctx.hub.transport.name }, 'publish refused: transport unavailable');
+      send(res, 503, `Service Unavailable: the ${ctx.hub.transport.name} transport cannot store updates right now (${err.message}); retry later\n`, { 'Retry-After': '1' });
+      return;
+    }
+    ctx.log.error({ err }, 'publish failed');
+    send(res, 500, 'Internal Server Error: the update could not be dispatched\n');
+  }
+}

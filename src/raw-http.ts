@@ -1,0 +1,309 @@
+import { EventEmitter } from 'node:events';
+import type http from 'node:http';
+import type net from 'node:net';
+import { HUB_PATH } from './subscription.js';
+
+/**
+ * HTTP/1.1 subscriptions served straight from the socket. node:http keeps a request, a response
+ * and a parser alive for every open stream: 10–15 KB each, most of a subscriber's cost. A
+ * subscription is a single GET whose response never ends, so once its head is parsed nothing of
+ * HTTP is needed but chunked framing. Everything else (publishes, bodies, pipelining, other paths)
+ * goes to the regular node:http server untouched.
+ */
+
+const MAX_HEAD = 16 * 1024;
+const SUBSCRIBE_PREFIXES = [`GET ${HUB_PATH}?`, `GET ${HUB_PATH} `, `HEAD ${HUB_PATH}?`, `HEAD ${HUB_PATH} `];
+const HEAD_END = Buffer.from('\r\n\r\n');
+const CRLF = Buffer.from('\r\n');
+const LAST_CHUNK = Buffer.from('0\r\n\r\n');
+
+type Handler = (req: http.IncomingMessage, res: http.ServerResponse) => void;
+
+function startsLikeSubscribe(buf: Buffer): boolean | undefined {
+  const s = buf.toString('latin1', 0, Math.min(buf.length, HUB_PATH.length + 6));
+  let undecided = false;
+  for (const p of SUBSCRIBE_PREFIXES) {
+    if (s.length >= p.length ? s.startsWith(p) : p.startsWith(s)) {
+      if (s.length >= p.length) return true;
+      undecided = true;
+    }
+  }
+  return undecided ? undefined : false;
+}
+
+interface ParsedHead {
+  method: string;
+  url: string;
+  headers: Record<string, string>;
+  minor: number;
+}
+
+function parseHead(text: string): ParsedHead | null {
+  const lines = text.split('\r\n');
+  const m = /^(GET|HEAD) (\S+) HTTP\/1\.([01])$/.exec(lines[0] ?? '');
+  if (!m) return null;
+  const headers: Record<string, string> = Object.create(null) as Record<string, string>;
+  for (let i = 1; i < lines.length; i++) {
+    const line = lines[i]!;
+    const c = line.indexOf(':');
+    if (c <= 0) return null;
+    const name = line.slice(0, c).trim().toLowerCase();
+    if (!/^[!#$%&'*+.^_`|~0-9a-z-]+$/.test(name)) return null;
+    const value = line.slice(c + 1).trim();
+    const prev = headers[name];
+    headers[name] = prev === undefined ? value : `${prev}${name === 'cookie' ? '; ' : ', '}${value}`;
+  }
+  return { method: m[1]!, url: m[2]!, headers, minor: Number(m[3]) };
+}
+
+// Chunk-framed copies of SSE frames. Frames are shared by every subscriber of an update, so the
+// framing is done once per update too.
+const framed = new WeakMap<Buffer, Buffer>();
+function chunk(data: Buffer): Buffer {
+  let f = framed.get(data);
+  if (!f) {
+    f = Buffer.concat([Buffer.from(data.length.toString(16) + '\r\n'), data, CRLF]);
+    framed.set(data, f);
+  }
+  return f;
+}
+
+const STATUS_TEXT: Record<number, string> = {
+  200: 'OK', 204: 'No Content', 304: 'Not Modified', 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden',
+  404: 'Not Found', 405: 'Method Not Allowed', 413: 'Content Too Large', 429: 'Too Many Requests',
+  500: 'Internal Server Error', 503: 'Service Unavailable',
+};
+
+/** The slice of IncomingMessage the hub reads. */
+class RawRequest extends EventEmitter {
+  readonly httpVersionMajor = 1;
+  readonly httpVersionMinor: number;
+  readonly complete = true;
+  constructor(
+    readonly method: string,
+    readonly url: string,
+    readonly headers: Record<string, string>,
+    readonly socket: net.Socket,
+    minor: number,
+  ) {
+    super();
+    this.httpVersionMinor = minor;
+  }
+}
+
+const RESPONSE = Symbol('quicksilver.rawResponse');
+type SocketWithResponse = net.Socket & { [RESPONSE]?: RawResponse };
+function forwardClose(this: SocketWithResponse): void {
+  this[RESPONSE]?.emit('close');
+}
+function forwardDrain(this: SocketWithResponse): void {
+  this[RESPONSE]?.emit('drain');
+}
+function forwardError(this: SocketWithResponse, err: Error): void {
+  this[RESPONSE]?.emit('error', err);
+}
+function ignore(): void {}
+function forgetHead(this: net.Socket): void {
+  awaitingHead.delete(this);
+}
+
+function uncork(res: RawResponse): void {
+  res.flush();
+}
+
+/** The slice of ServerResponse the hub writes with; streams use chunked transfer coding. */
+class RawResponse extends EventEmitter {
+  statusCode = 200;
+  headersSent = false;
+  private pending: Record<string, string | number | string[]> | null = Object.create(null) as Record<string, string | number | string[]>;
+  private chunked = false;
+  private finished = false;
+  private corked = false;
+
+  constructor(
+    private readonly socket: net.Socket,
+    private readonly head: boolean,
+    /** HTTP/1.0 clients know no chunked coding: their stream ends with the connection. */
+    private readonly http10: boolean,
+  ) {
+    super();
+    // Module-level listeners find their response through the socket: no closures per stream,
+    // which a hub holding 100k streams would pay for 100k times.
+    (socket as SocketWithResponse)[RESPONSE] = this;
+    socket.on('close', forwardClose);
+    socket.on('drain', forwardDrain);
+    socket.on('error', forwardError);
+  }
+
+  get writableEnded(): boolean {
+    return this.finished;
+  }
+
+  setHeader(name: string, value: string | number | readonly string[]): this {
+    if (this.pending) this.pending[name] = value as string;
+    return this;
+  }
+
+  getHeader(name: string): string | number | string[] | undefined {
+    if (!this.pending) return undefined;
+    const lower = name.toLowerCase();
+    for (const k of Object.keys(this.pending)) if (k.toLowerCase() === lower) return this.pending[k];
+    return undefined;
+  }
+
+  removeHeader(name: string): void {
+    if (!this.pending) return;
+    const lower = name.toLowerCase();
+    for (const k of Object.keys(this.pending)) if (k.toLowerCase() === lower) delete this.pending[k];
+  }
+
+  writeHead(status: number, headers?: Record<string, string | number | readonly string[]>): this {
+    if (this.headersSent) return this;
+    this.statusCode = status;
+    const all: Record<string, string | number | readonly string[]> = { ...this.pending, ...headers };
+    this.pending = null;
+    let hasLength = false;
+    let out = `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Unknown'}\r\n`;
+    for (const [k, v] of Object.entries(all)) {
+      const lower = k.toLowerCase();
+      if (lower === 'connection' || lower === 'transfer-encoding') continue;
+      if (lower === 'content-length') hasLength = true;
+      for (const one of Array.isArray(v) ? v : [v]) out += `${k}: ${String(one)}\r\n`;
+    }
+    out += `Date: ${new Date().toUTCString()}\r\n`;
+    // A never-ending event stream needs chunked framing; anything else closes the connection,
+    // which keeps this path free of keep-alive bookkeeping.
+    this.chunked = !hasLength && !this.head && !this.http10 && status !== 204 && status !== 304;
+    out += this.chunked ? 'Transfer-Encoding: chunked\r\nConnection: keep-alive\r\n' : 'Connection: close\r\n';
+    this.headersSent = true;
+    this.socket.write(out + '\r\n', 'latin1');
+    return this;
+  }
+
+  write(data: Buffer | string): boolean {
+    if (this.finished) return false;
+    if (!this.headersSent) this.writeHead(this.statusCode);
+    if (this.head) return true;
+    const buf = typeof data === 'string' ? Buffer.from(data) : data;
+    if (buf.length === 0) return true;
+    // Everything written in one tick leaves in one writev, as node:http does: a syscall per frame
+    // costs several times the throughput on a broadcast.
+    if (!this.corked) {
+      this.corked = true;
+      this.socket.cork();
+      process.nextTick(uncork, this);
+    }
+    return this.socket.write(this.chunked ? chunk(buf) : buf);
+  }
+
+  /** @internal */
+  flush(): void {
+    this.corked = false;
+    this.socket.uncork();
+  }
+
+  end(data?: Buffer | string): this {
+    if (this.finished) return this;
+    if (data !== undefined && !this.headersSent && !this.chunked) {
+      const buf = typeof data === 'string' ? Buffer.from(data) : data;
+      this.setHeader('Content-Length', buf.length);
+    }
+    if (data !== undefined) this.write(data);
+    else if (!this.headersSent) {
+      this.setHeader('Content-Length', 0);
+      this.writeHead(this.statusCode);
+    }
+    this.finished = true;
+    if (this.chunked) this.socket.write(LAST_CHUNK);
+    this.socket.end();
+    return this;
+  }
+
+  destroy(): void {
+    this.finished = true;
+    this.socket.destroy();
+  }
+}
+
+// Connections still sending their request head, with their deadline: one timer for all of them
+// rather than a Timeout object kept alive on every subscriber's socket.
+const awaitingHead = new Map<net.Socket, number>();
+let sweeper: NodeJS.Timeout | null = null;
+function armSweep(): void {
+  if (sweeper) return;
+  sweeper = setInterval(() => {
+    const now = Date.now();
+    for (const [socket, deadline] of awaitingHead) {
+      if (deadline <= now) {
+        awaitingHead.delete(socket);
+        socket.destroy();
+      }
+    }
+    if (awaitingHead.size === 0 && sweeper) {
+      clearInterval(sweeper);
+      sweeper = null;
+    }
+  }, 250);
+  sweeper.unref();
+}
+
+/**
+ * Returns a connection listener: subscriptions are served raw, every other request is handed to
+ * `fallback` (a node:http server) with the bytes already read put back.
+ */
+export function rawSubscribeFront(
+  handler: Handler,
+  fallback: http.Server,
+  headersTimeout: number,
+): (socket: net.Socket) => void {
+  return (socket) => {
+    let buffered: Buffer | null = null;
+    // Slow-loris protection while the head is read (node:http has its own once handed over).
+    awaitingHead.set(socket, Date.now() + headersTimeout);
+    armSweep();
+    const handOver = (): void => {
+      awaitingHead.delete(socket);
+      socket.off('data', onData);
+      socket.pause();
+      if (buffered) socket.unshift(buffered);
+      fallback.emit('connection', socket);
+      // node:http reads what is already buffered through 'data' events: let them flow again.
+      socket.resume();
+    };
+    const onData = (data: Buffer): void => {
+      buffered = buffered ? Buffer.concat([buffered, data]) : data;
+      const looks = startsLikeSubscribe(buffered);
+      if (looks === false) return handOver();
+      if (looks === undefined) return;
+      const end = buffered.indexOf(HEAD_END);
+      if (end < 0) {
+        if (buffered.length > MAX_HEAD) handOver();
+        return;
+      }
+      const head = parseHead(buffered.toString('latin1', 0, end));
+      // Bodies, pipelined requests and anything unusual take the regular path.
+      if (
+        !head ||
+        end + 4 !== buffered.length ||
+        head.headers['content-length'] !== undefined && head.headers['content-length'] !== '0' ||
+        head.headers['transfer-encoding'] !== undefined ||
+        head.headers['upgrade'] !== undefined ||
+        head.headers['expect'] !== undefined
+      ) {
+        return handOver();
+      }
+      socket.off('data', onData);
+      awaitingHead.delete(socket);
+      buffered = null;
+      // Browsers send UTF-8 in headers; node:http reads them as latin1, so do the same.
+      const req = new RawRequest(head.method, head.url, head.headers, socket, head.minor);
+      const res = new RawResponse(socket, head.method === 'HEAD', head.minor === 0);
+      // A subscriber sends nothing more; anything it does send is ignored, not buffered.
+      socket.on('data', ignore);
+      handler(req as unknown as http.IncomingMessage, res as unknown as http.ServerResponse);
+    };
+    socket.on('data', onData);
+    socket.on('error', ignore);
+    socket.once('close', forgetHead);
+  };
+}

@@ -1,0 +1,129 @@
+import { readFileSync } from 'node:fs';
+import http from 'node:http';
+import http2 from 'node:http2';
+import net from 'node:net';
+import type { AddressInfo } from 'node:net';
+import type { QuicksilverHub } from './handler.js';
+import { rawSubscribeFront } from './raw-http.js';
+import type { Logger } from './logger.js';
+
+export interface ServeOptions {
+  /** `host:port`, `:port` (all interfaces) or `[::1]:port`. Port 0 picks a free one. */
+  addr: string;
+  /** PEM certificate and key: HTTPS with HTTP/2 (ALPN h2, falling back to HTTP/1.1). */
+  certFile?: string | undefined;
+  keyFile?: string | undefined;
+  /** Also accept cleartext HTTP/2 with prior knowledge (h2c) on the plain port. */
+  h2c?: boolean | undefined;
+  /** How long shutdown waits for streams to end before cutting them, in ms. Default 10 000. */
+  shutdownTimeout?: number | undefined;
+  /** Pending-connection queue length (the kernel caps it at net.core.somaxconn). Default 4096. */
+  backlog?: number | undefined;
+  /** Slow-loris protection: time allowed to send request headers, in ms. Default 10 000. */
+  headersTimeout?: number | undefined;
+  logger?: Logger | undefined;
+}
+
+export interface RunningServer {
+  readonly url: string;
+  readonly address: AddressInfo;
+  /** Graceful shutdown: stop accepting, tell subscribers to reconnect, drain, close. */
+  close(): Promise<void>;
+}
+
+export function parseAddr(addr: string): { host: string | undefined; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*))?:(\d+)$/.exec(addr.trim());
+  if (!m) throw new Error(`invalid address "${addr}": expected host:port or :port`);
+  const host = m[1] ?? (m[2] || undefined);
+  return { host, port: Number(m[3]) };
+}
+
+const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n');
+
+/** Listens on `addr` and serves the hub over HTTP/1.1, HTTP/2 with TLS, or h2c. */
+export async function serve(hub: QuicksilverHub, options: ServeOptions): Promise<RunningServer> {
+  const { host, port } = parseAddr(options.addr);
+  const handler = hub.handler as (req: http.IncomingMessage, res: http.ServerResponse) => void;
+  const sockets = new Set<net.Socket>();
+  const headersTimeout = options.headersTimeout ?? 10_000;
+  let listener: net.Server;
+  let scheme = 'http';
+  const closers: Array<() => void> = [];
+
+  if (options.certFile && options.keyFile) {
+    scheme = 'https';
+    const secure = http2.createSecureServer(
+      {
+        cert: readFileSync(options.certFile),
+        key: readFileSync(options.keyFile),
+        allowHTTP1: true,
+        settings: { maxConcurrentStreams: 1000 },
+      },
+      handler as never,
+    );
+    listener = secure;
+    closers.push(() => secure.close());
+  } else {
+    const h1 = http.createServer({ headersTimeout, requestTimeout: 0, keepAliveTimeout: 5_000 }, handler);
+    if (options.h2c) {
+      const h2 = http2.createServer({ settings: { maxConcurrentStreams: 1000 } }, handler as never);
+      const rawFront = rawSubscribeFront(handler, h1, headersTimeout);
+      // One port, two protocols: a connection starting with the HTTP/2 preface goes to h2.
+      const front = net.createServer((socket) => {
+        socket.once('readable', () => {
+          const head = socket.read(H2_PREFACE.length) as Buffer | null ?? (socket.read() as Buffer | null);
+          if (!head) {
+            socket.destroy();
+            return;
+          }
+          socket.unshift(head);
+          if (head.length >= H2_PREFACE.length && head.subarray(0, H2_PREFACE.length).equals(H2_PREFACE)) {
+            h2.emit('connection', socket);
+          } else {
+            rawFront(socket);
+          }
+        });
+      });
+      listener = front;
+      closers.push(() => h1.close(), () => h2.close());
+    } else {
+      // Subscriptions are answered from the raw socket (less memory per stream); the rest by h1.
+      const front = net.createServer({ noDelay: true }, rawSubscribeFront(handler, h1, headersTimeout));
+      listener = front;
+      closers.push(() => h1.close());
+    }
+  }
+  listener.on('connection', (s: net.Socket) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    listener.once('error', reject);
+    listener.listen({ port, host, backlog: options.backlog ?? 4096 }, () => {
+      listener.off('error', reject);
+      resolve();
+    });
+  });
+  const address = listener.address() as AddressInfo;
+  const shownHost = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  const url = `${scheme}://${host ?? (shownHost === '[::]' || shownHost === '0.0.0.0' ? 'localhost' : shownHost)}:${address.port}`;
+
+  let closing: Promise<void> | null = null;
+  const close = (): Promise<void> => {
+    closing ??= (async () => {
+      listener.close();
+      for (const c of closers) c();
+      await hub.close();
+      const deadline = Date.now() + (options.shutdownTimeout ?? 10_000);
+      while (sockets.size > 0 && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 50));
+        // Idle keep-alive connections have nothing to drain.
+        for (const s of sockets) if (!(s as net.Socket & { _httpMessage?: unknown })._httpMessage) s.end();
+      }
+      for (const s of sockets) s.destroy();
+    })();
+    return closing;
+  };
+  return { url, address, close };
+}

@@ -1,0 +1,180 @@
+import type { Grants } from './authorization.js';
+import type { Matcher } from './topic-matcher.js';
+import type { StoredUpdate } from './update.js';
+import { COMMENT } from './sse.js';
+
+/** Where a subscriber's bytes go: an HTTP response in practice, anything writable in tests. */
+export interface SubscriberSink {
+  /** Writes a frame; false means the sink is saturated and the caller must wait for `drain`. */
+  write(chunk: Buffer): boolean;
+  /** Ends the stream cleanly. */
+  end(): void;
+  /** Tears the connection down (a subscriber that cannot keep up, a failed write). */
+  destroy(): void;
+}
+
+export type DisconnectReason =
+  | 'client' // the peer went away
+  | 'slow' // buffer overflow or dispatch timeout
+  | 'expired' // the token's exp was reached
+  | 'lifetime' // write_timeout reached
+  | 'shutdown'
+  | 'error';
+
+export interface SubscriberInit {
+  id: string;
+  /** 7 for `topic=` subscriptions, 8 for `match…=` ones. */
+  version: 7 | 8;
+  matchers: readonly Matcher[];
+  grants: Grants | null;
+  sink: SubscriberSink;
+  /** Updates queued while the sink is saturated before the subscriber is cut. */
+  bufferSize: number;
+  /** Epoch ms at which the stream must end (min of write_timeout and token exp), 0 = never. */
+  deadline: number;
+  remoteAddress?: string | undefined;
+}
+
+/**
+ * One connected subscriber, in the core: which topics it listens to, what its token lets it read,
+ * and a bounded queue between the hub and its socket. Kept small on purpose: a hub holds 100k.
+ */
+export class Subscriber {
+  readonly id: string;
+  readonly version: 7 | 8;
+  readonly matchers: readonly Matcher[];
+  readonly grants: Grants | null;
+  readonly deadline: number;
+  readonly remoteAddress: string | undefined;
+  /** Dispatch round in which this subscriber last got an update: dedupes multi-topic matches. */
+  mark = 0;
+  /** Epoch ms of the last write, so heartbeats are only sent on idle streams. */
+  lastWrite = Date.now();
+  /** Epoch ms since when the sink has been saturated (0 = flowing). */
+  blockedSince = 0;
+  closed = false;
+  closeReason: DisconnectReason | undefined;
+  private readonly sink: SubscriberSink;
+  private readonly bufferSize: number;
+  private queue: Buffer[] | null = null;
+  // While a history replay runs, live updates wait here so the two can be stitched in order.
+  private pending: StoredUpdate[] | null = null;
+  private pendingFrames: Buffer[] | null = null;
+  // Position of the last update the replay read. A store may show a committed update to readers
+  // before its transport delivers it; such an update, replayed already, must not be sent again.
+  private replayedUpTo: bigint | null = null;
+  onClose: ((s: Subscriber, reason: DisconnectReason) => void) | null = null;
+
+  constructor(init: SubscriberInit) {
+    this.id = init.id;
+    this.version = init.version;
+    this.matchers = init.matchers;
+    this.grants = init.grants;
+    this.sink = init.sink;
+    this.bufferSize = init.bufferSize;
+    this.deadline = init.deadline;
+    this.remoteAddress = init.remoteAddress;
+  }
+
+  /** Whether any of the update's topics is selected by this subscriber's matchers. */
+  selects(topics: readonly string[]): boolean {
+    for (const m of this.matchers) for (const t of topics) if (m.matches(t)) return true;
+    return false;
+  }
+
+  get replaying(): boolean {
+    return this.pending !== null;
+  }
+
+  beginReplay(): void {
+    this.pending = [];
+    this.pendingFrames = [];
+  }
+
+  /**
+   * Ends a replay: sends the replayed frames, then the live updates that arrived meanwhile unless
+   * the history read already covered them (their position is at or before the last one it read).
+   */
+  endReplay(replayed: readonly Buffer[], lastReadSeq: bigint): void {
+    const pending = this.pending;
+    const frames = this.pendingFrames;
+    this.pending = null;
+    this.pendingFrames = null;
+    for (const f of replayed) this.write(f);
+    if (lastReadSeq >= 0n) this.replayedUpTo = lastReadSeq;
+    if (!pending || !frames) return;
+    for (let i = 0; i < pending.length; i++) this.deliver(pending[i]!, frames[i]!);
+  }
+
+  /** Delivers a live update (already matched and authorised by the hub). */
+  deliver(update: StoredUpdate, frame: Buffer): void {
+    if (this.pending) {
+      this.pending.push(update);
+      this.pendingFrames!.push(frame);
+      return;
+    }
+    if (this.replayedUpTo !== null) {
+      if (update.seq <= this.replayedUpTo) return;
+      // Deliveries come in seq order: once past the replay, no more checks are needed.
+      this.replayedUpTo = null;
+    }
+    this.write(frame);
+  }
+
+  /** Writes a frame, queueing it while the sink is saturated; cuts a subscriber that falls too far behind. */
+  write(frame: Buffer): void {
+    if (this.closed) return;
+    this.lastWrite = Date.now();
+    if (this.queue) {
+      if (this.queue.length >= this.bufferSize) {
+        this.close('slow');
+        return;
+      }
+      this.queue.push(frame);
+      return;
+    }
+    if (!this.sink.write(frame)) {
+      this.queue = [];
+      this.blockedSince = this.lastWrite;
+    }
+  }
+
+  heartbeat(): void {
+    if (!this.queue) this.write(COMMENT);
+  }
+
+  /** The sink can take more: flush what was queued. */
+  drain(): void {
+    const q = this.queue;
+    if (!q || this.closed) return;
+    this.queue = null;
+    this.blockedSince = 0;
+    for (let i = 0; i < q.length; i++) {
+      if (!this.sink.write(q[i]!)) {
+        this.queue = q.slice(i + 1);
+        this.blockedSince = Date.now();
+        return;
+      }
+    }
+  }
+
+  get queued(): number {
+    return this.queue?.length ?? 0;
+  }
+
+  /** Ends the stream; `reason` says why (metrics, logs). Idempotent. */
+  close(reason: DisconnectReason, farewell?: Buffer): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.closeReason = reason;
+    this.queue = null;
+    this.pending = null;
+    this.pendingFrames = null;
+    if (reason === 'slow' || reason === 'error') this.sink.destroy();
+    else {
+      if (farewell) this.sink.write(farewell);
+      this.sink.end();
+    }
+    this.onClose?.(this, reason);
+  }
+}

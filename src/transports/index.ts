@@ -1,0 +1,58 @@
+import { urlDuration } from '../duration.js';
+import type { Logger } from '../logger.js';
+import type { Transport } from '../transport.js';
+import { MemoryTransport } from './memory.js';
+
+/**
+ * Builds the transport named by a URL (`memory://`, `lmdb:///path`, `redis://`, `postgres://`,
+ * `nats://`). Server transports are loaded on demand so their clients cost nothing when unused.
+ */
+export async function createTransport(url: string, logger: Logger): Promise<Transport> {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new Error(`invalid transport URL "${url}"`);
+  }
+  const scheme = u.protocol.replace(/:$/, '');
+  const num = (name: string): number | undefined => {
+    const v = u.searchParams.get(name);
+    if (v === null || v === '') return undefined;
+    const n = Number(v);
+    if (!Number.isFinite(n) || n < 0) throw new Error(`transport URL: "${name}" must be a non-negative number, got "${v}"`);
+    return n;
+  };
+  switch (scheme) {
+    case 'memory':
+    case 'local':
+      const maxAge = u.searchParams.get('max_age');
+      return new MemoryTransport({ size: num('size'), maxAge: maxAge ? urlDuration('max_age', maxAge) : undefined });
+    case 'lmdb':
+    case 'bolt': {
+      const { lmdbTransportFromUrl } = await import('./lmdb.js');
+      if (scheme === 'bolt') logger.warn({ url }, 'bolt:// is deprecated: using an LMDB store at the same path + ".lmdb"');
+      const t = lmdbTransportFromUrl(u, logger);
+      const h = t.health();
+      if (!h.ready) throw new Error(`cannot open the LMDB store: ${h.reason ?? 'unknown error'}`);
+      return t;
+    }
+    case 'postgres':
+    case 'postgresql': {
+      const { postgresTransportFromUrl } = await import('./postgres.js');
+      return postgresTransportFromUrl(u, logger);
+    }
+    case 'nats': {
+      const { natsTransportFromUrl } = await import('./nats.js');
+      return natsTransportFromUrl(u, logger);
+    }
+    case 'redis':
+    case 'rediss': {
+      const { redisTransportFromUrl } = await import('./redis.js');
+      return redisTransportFromUrl(u, logger);
+    }
+    default:
+      throw new Error(
+        `unsupported transport "${scheme}://" (supported: lmdb://, memory://, redis://, rediss://, postgres://, nats://)`,
+      );
+  }
+}

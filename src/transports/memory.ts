@@ -1,0 +1,104 @@
+import type { StoredUpdate, Update } from '../update.js';
+import type { Transport, TransportHealth } from '../transport.js';
+
+export interface MemoryTransportOptions {
+  /** Most updates kept for replay; the oldest are dropped first. Default 10 000; 0 keeps none. */
+  size?: number | undefined;
+  /** Drop updates older than this many ms. Default: no age limit. */
+  maxAge?: number | undefined;
+}
+
+/**
+ * In-process transport with a bounded ring of history. Nothing survives a restart; meant for
+ * tests, development and throwaway hubs.
+ */
+export class MemoryTransport implements Transport {
+  readonly name = 'memory';
+  private readonly size: number;
+  private readonly maxAge: number;
+  // Ring buffer: `ring[(head + i) % capacity]` for i < count, oldest first.
+  private readonly ring: (StoredUpdate | undefined)[];
+  private readonly times: number[];
+  private head = 0;
+  private count = 0;
+  private seq = 0n;
+  private lastId = 'earliest';
+  private deliver: ((u: StoredUpdate) => void) | null = null;
+  private closed = false;
+
+  constructor(options: MemoryTransportOptions = {}) {
+    this.size = Math.max(0, options.size ?? 10_000);
+    this.maxAge = options.maxAge ?? 0;
+    this.ring = new Array(this.size);
+    this.times = new Array(this.size).fill(0);
+  }
+
+  async start(deliver: (update: StoredUpdate) => void): Promise<void> {
+    this.deliver = deliver;
+  }
+
+  async dispatch(update: Update): Promise<void> {
+    if (this.closed) throw new Error('transport closed');
+    const stored: StoredUpdate = Object.freeze({ ...update, seq: ++this.seq });
+    this.lastId = update.id;
+    if (this.size > 0) {
+      const now = Date.now();
+      if (this.count < this.size) {
+        const i = (this.head + this.count) % this.size;
+        this.ring[i] = stored;
+        this.times[i] = now;
+        this.count++;
+      } else {
+        this.ring[this.head] = stored;
+        this.times[this.head] = now;
+        this.head = (this.head + 1) % this.size;
+      }
+    }
+    this.deliver?.(stored);
+  }
+
+  private expire(): void {
+    if (this.maxAge <= 0) return;
+    const limit = Date.now() - this.maxAge;
+    while (this.count > 0 && this.times[this.head]! < limit) {
+      this.ring[this.head] = undefined;
+      this.head = (this.head + 1) % this.size;
+      this.count--;
+    }
+  }
+
+  async history(after: string, onUpdate: (update: StoredUpdate) => void): Promise<{ found: boolean }> {
+    this.expire();
+    let start = 0;
+    if (after !== 'earliest') {
+      start = -1;
+      for (let i = 0; i < this.count; i++) {
+        if (this.ring[(this.head + i) % this.size]!.id === after) {
+          start = i + 1;
+          break;
+        }
+      }
+      if (start < 0) return { found: false };
+    }
+    for (let i = start; i < this.count; i++) onUpdate(this.ring[(this.head + i) % this.size]!);
+    return { found: true };
+  }
+
+  async lastEventId(): Promise<string> {
+    return this.lastId;
+  }
+
+  historySize(): number {
+    this.expire();
+    return this.count;
+  }
+
+  health(): TransportHealth {
+    return this.closed ? { ready: false, reason: 'transport closed' } : { ready: true };
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.deliver = null;
+  }
+}
