@@ -25,10 +25,16 @@ export async function startExample(name: string, env: Record<string, string>): P
       reject(new Error(`${name} exited with ${code}:\n${out}`));
     });
   });
+  // An example that dies mid-suite shows up in later tests as refused connections; say why here.
+  let stopping = false;
+  child.once('exit', (code, signal) => {
+    if (!stopping) console.error(`example ${name} exited unexpectedly (code ${code}, signal ${signal}):\n${out}`);
+  });
   return {
     child,
     output: () => out,
     stop: () => new Promise<void>((resolve) => {
+      stopping = true;
       if (child.exitCode !== null) return resolve();
       const kill = setTimeout(() => child.kill('SIGKILL'), 3000);
       child.once('exit', () => {
