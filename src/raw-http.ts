@@ -100,7 +100,10 @@ function forwardDrain(this: SocketWithResponse): void {
   this[RESPONSE]?.emit('drain');
 }
 function forwardError(this: SocketWithResponse, err: Error): void {
-  this[RESPONSE]?.emit('error', err);
+  // A peer resetting a refused or finished request is routine (the 'close' that follows says it
+  // all): an 'error' nobody listens for would throw and take the whole hub down.
+  const res = this[RESPONSE];
+  if (res && res.listenerCount('error') > 0) res.emit('error', err);
 }
 function ignore(): void {}
 function forgetHead(this: net.Socket): void {
