@@ -1,4 +1,5 @@
 import { canSubscribe } from './authorization.js';
+import { DeliveryBatch } from './delivery-batch.js';
 import type { Logger } from './logger.js';
 import { LruCache } from './lru-cache.js';
 import { Metrics } from './metrics.js';
@@ -55,6 +56,8 @@ export class Hub {
   private readonly records = new Map<Subscriber, readonly SubscriptionRecord[]>();
   // Replays of many subscribers read the same updates: serialise each one once.
   private readonly frames = new LruCache<bigint, Buffer>(4096);
+  // Updates delivered in one turn leave together: one write per subscriber and turn.
+  private readonly batch = new DeliveryBatch();
   private readonly log: Logger;
   private sweepTimer: NodeJS.Timeout | null = null;
   private started = false;
@@ -135,13 +138,13 @@ export class Hub {
       this.grantIndex.forEachMatch(u.topics, (sub) => {
         if (!sub.selects(u.topics)) return;
         frame ??= this.frameOf(u);
-        sub.deliver(u, frame);
+        sub.deliver(u, frame, this.batch);
         n++;
       });
     } else {
       this.index.forEachMatch(u.topics, (sub) => {
         frame ??= this.frameOf(u);
-        sub.deliver(u, frame);
+        sub.deliver(u, frame, this.batch);
         n++;
       });
     }
@@ -263,6 +266,7 @@ export class Hub {
     if (this.closing) return;
     this.closing = true;
     if (this.sweepTimer) clearInterval(this.sweepTimer);
+    this.batch.flush();
     for (const sub of [...this.subscribers.values()]) sub.close('shutdown', farewell?.());
     await this.transport.close();
   }

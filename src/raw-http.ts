@@ -59,12 +59,18 @@ function parseHead(text: string): ParsedHead | null {
 // Chunk-framed copies of SSE frames. Frames are shared by every subscriber of an update, so the
 // framing is done once per update too.
 const framed = new WeakMap<Buffer, Buffer>();
+// A broadcast writes the same buffer to every stream in a row: skip even the WeakMap lookup.
+let lastData: Buffer | null = null;
+let lastFramed: Buffer | null = null;
 function chunk(data: Buffer): Buffer {
+  if (data === lastData) return lastFramed!;
   let f = framed.get(data);
   if (!f) {
     f = Buffer.concat([Buffer.from(data.length.toString(16) + '\r\n'), data, CRLF]);
     framed.set(data, f);
   }
+  lastData = data;
+  lastFramed = f;
   return f;
 }
 
@@ -179,6 +185,10 @@ class RawResponse extends EventEmitter {
     this.chunked = !hasLength && !this.head && !this.http10 && status !== 204 && status !== 304;
     out += this.chunked ? 'Transfer-Encoding: chunked\r\nConnection: keep-alive\r\n' : 'Connection: close\r\n';
     this.headersSent = true;
+    // The head, the opening comment and a replay are written in the same tick: one writev.
+    this.corked = true;
+    this.socket.cork();
+    process.nextTick(uncork, this);
     this.socket.write(out + '\r\n', 'latin1');
     return this;
   }
@@ -189,18 +199,13 @@ class RawResponse extends EventEmitter {
     if (this.head) return true;
     const buf = typeof data === 'string' ? Buffer.from(data) : data;
     if (buf.length === 0) return true;
-    // Everything written in one tick leaves in one writev, as node:http does: a syscall per frame
-    // costs several times the throughput on a broadcast.
-    if (!this.corked) {
-      this.corked = true;
-      this.socket.cork();
-      process.nextTick(uncork, this);
-    }
+    // Live updates arrive already batched per turn (DeliveryBatch): one write, no corking needed.
     return this.socket.write(this.chunked ? chunk(buf) : buf);
   }
 
   /** @internal */
   flush(): void {
+    if (!this.corked) return;
     this.corked = false;
     this.socket.uncork();
   }

@@ -1,4 +1,5 @@
 import type { Grants } from './authorization.js';
+import type { DeliveryBatch, FrameRun } from './delivery-batch.js';
 import type { Matcher } from './topic-matcher.js';
 import type { StoredUpdate } from './update.js';
 import { COMMENT } from './sse.js';
@@ -54,9 +55,13 @@ export class Subscriber {
   blockedSince = 0;
   closed = false;
   closeReason: DisconnectReason | undefined;
+  /** Frames of the current turn not written yet (see DeliveryBatch). */
+  batched: FrameRun | null = null;
   private readonly sink: SubscriberSink;
   private readonly bufferSize: number;
   private queue: Buffer[] | null = null;
+  // Frames held in `queue`: an entry may carry several (a turn's batch).
+  private queuedFrames = 0;
   // While a history replay runs, live updates wait here so the two can be stitched in order.
   private pending: StoredUpdate[] | null = null;
   private pendingFrames: Buffer[] | null = null;
@@ -106,8 +111,11 @@ export class Subscriber {
     for (let i = 0; i < pending.length; i++) this.deliver(pending[i]!, frames[i]!);
   }
 
-  /** Delivers a live update (already matched and authorised by the hub). */
-  deliver(update: StoredUpdate, frame: Buffer): void {
+  /**
+   * Delivers a live update (already matched and authorised by the hub); with a batch, the frame
+   * leaves with the rest of the turn's.
+   */
+  deliver(update: StoredUpdate, frame: Buffer, batch?: DeliveryBatch): void {
     if (this.pending) {
       this.pending.push(update);
       this.pendingFrames!.push(frame);
@@ -118,24 +126,38 @@ export class Subscriber {
       // Deliveries come in seq order: once past the replay, no more checks are needed.
       this.replayedUpTo = null;
     }
-    this.write(frame);
+    if (batch) batch.add(this, frame);
+    else this.write(frame);
   }
 
-  /** Writes a frame, queueing it while the sink is saturated; cuts a subscriber that falls too far behind. */
-  write(frame: Buffer): void {
+  /** Writes the frames batched this turn. */
+  flushBatch(now: number): void {
+    const run = this.batched;
+    if (run === null) return;
+    this.batched = null;
+    this.write(run.buffer(), run.count, now);
+  }
+
+  /**
+   * Writes `frames` frames (one buffer), queueing them while the sink is saturated; cuts a
+   * subscriber that falls too far behind.
+   */
+  write(bytes: Buffer, frames = 1, now = Date.now()): void {
     if (this.closed) return;
-    this.lastWrite = Date.now();
+    this.lastWrite = now;
     if (this.queue) {
-      if (this.queue.length >= this.bufferSize) {
+      if (this.queuedFrames + frames > this.bufferSize) {
         this.close('slow');
         return;
       }
-      this.queue.push(frame);
+      this.queue.push(bytes);
+      this.queuedFrames += frames;
       return;
     }
-    if (!this.sink.write(frame)) {
+    if (!this.sink.write(bytes)) {
       this.queue = [];
-      this.blockedSince = this.lastWrite;
+      this.queuedFrames = 0;
+      this.blockedSince = now;
     }
   }
 
@@ -148,10 +170,13 @@ export class Subscriber {
     const q = this.queue;
     if (!q || this.closed) return;
     this.queue = null;
+    this.queuedFrames = 0;
     this.blockedSince = 0;
     for (let i = 0; i < q.length; i++) {
       if (!this.sink.write(q[i]!)) {
+        // What is left counts as one frame per buffer: a slight underestimate for batches.
         this.queue = q.slice(i + 1);
+        this.queuedFrames = this.queue.length;
         this.blockedSince = Date.now();
         return;
       }
@@ -159,12 +184,15 @@ export class Subscriber {
   }
 
   get queued(): number {
-    return this.queue?.length ?? 0;
+    return this.queue ? this.queuedFrames : 0;
   }
 
   /** Ends the stream; `reason` says why (metrics, logs). Idempotent. */
   close(reason: DisconnectReason, farewell?: Buffer): void {
     if (this.closed) return;
+    // A clean end still sends what this turn delivered (a shutdown, a deadline).
+    if (reason !== 'slow' && reason !== 'error') this.flushBatch(Date.now());
+    this.batched = null;
     this.closed = true;
     this.closeReason = reason;
     this.queue = null;

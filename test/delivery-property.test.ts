@@ -377,8 +377,8 @@ async function runInProcess(scenario: Scenario): Promise<RunResult> {
       models.push(modelOf(spec, minted?.claims ?? null));
       const sink: SubscriberSink = {
         write(chunk) {
-          const m = /^id: u(\d+)$/m.exec(chunk.toString());
-          if (m) got.push(Number(m[1]));
+          // A write carries every frame of a turn (the hub batches per turn).
+          for (const m of chunk.toString().matchAll(/^id: u(\d+)$/gm)) got.push(Number(m[1]));
           return true;
         },
         end() {},

@@ -127,7 +127,8 @@ describe.skipIf(unavailable !== null)('deploy/supervisor/quicksilver.conf under 
   let minfds: number;
 
   const ctl = async (...args: string[]): Promise<string> => {
-    const r = await run('supervisorctl', ['-c', conf, ...args]).catch((e: { stdout?: string }) => ({ stdout: e.stdout ?? '' }));
+    // Bounded: a supervisorctl stuck on its socket must fail the step, not hang the suite.
+    const r = await run('supervisorctl', ['-c', conf, ...args], { timeout: 10_000 }).catch((e: { stdout?: string }) => ({ stdout: e.stdout ?? '' }));
     return r.stdout.trim();
   };
   const hubPid = async (): Promise<number> => Number(await ctl('pid', 'quicksilver'));
@@ -194,9 +195,9 @@ describe.skipIf(unavailable !== null)('deploy/supervisor/quicksilver.conf under 
   afterAll(async () => {
     sub?.close();
     if (supervisord && supervisord.exitCode === null) {
-      await ctl('shutdown');
       const exited = new Promise((r) => supervisord.once('exit', r));
-      const t = setTimeout(() => supervisord.kill('SIGKILL'), 10_000);
+      const t = setTimeout(() => supervisord.kill('SIGKILL'), 15_000);
+      await ctl('shutdown');
       await exited;
       clearTimeout(t);
     }
