@@ -4,7 +4,7 @@ import type { Logger } from './logger.js';
 import { LruCache } from './lru-cache.js';
 import { Metrics } from './metrics.js';
 import { serializeUpdate } from './sse.js';
-import type { DisconnectReason, Subscriber } from './subscriber.js';
+import type { DisconnectReason, Subscriber, SubscriberOwner } from './subscriber.js';
 import { subscriptionEventData, subscriptionTopic } from './subscription.js';
 import { TopicIndex } from './topic-index.js';
 import type { SubscriptionRecord, Transport } from './transport.js';
@@ -45,7 +45,7 @@ export interface ConnectResult {
  * The hub's core: routes every update the transport delivers to the local subscribers that select
  * it and may read it, replays history on reconnection, and tracks presence. Knows nothing of HTTP.
  */
-export class Hub {
+export class Hub implements SubscriberOwner {
   readonly metrics: Metrics;
   readonly transport: Transport;
   private readonly index = new TopicIndex();
@@ -173,7 +173,7 @@ export class Hub {
     this.index.add(sub);
     if (sub.grants) this.grantIndex.add(sub);
     this.subscriptionCount += sub.matchers.length;
-    sub.onClose = (s, reason) => this.onClosed(s, reason);
+    sub.owner = this;
     this.metrics.subscribersTotal++;
     if (sub.version === 7) this.metrics.connected7++;
     else this.metrics.connected8++;
@@ -202,7 +202,8 @@ export class Hub {
     return { cursor, resume: () => sub.endReplay(replayed, lastSeq) };
   }
 
-  private onClosed(sub: Subscriber, reason: DisconnectReason): void {
+  /** @internal Called by a subscriber when it closes. */
+  subscriberClosed(sub: Subscriber, reason: DisconnectReason): void {
     if (this.subscribers.get(sub.id) !== sub) return;
     this.subscribers.delete(sub.id);
     this.index.remove(sub);

@@ -97,19 +97,34 @@ class RawRequest extends EventEmitter {
   }
 }
 
+/** What a long-lived stream attaches to its response instead of three listener closures. */
+export interface StreamListener {
+  onStreamClose(): void;
+  onStreamError(): void;
+  onStreamDrain(): void;
+}
+
 const RESPONSE = Symbol('quicksilver.rawResponse');
 type SocketWithResponse = net.Socket & { [RESPONSE]?: RawResponse };
 function forwardClose(this: SocketWithResponse): void {
-  this[RESPONSE]?.emit('close');
+  const res = this[RESPONSE];
+  if (!res) return;
+  res.stream?.onStreamClose();
+  res.emit('close');
 }
 function forwardDrain(this: SocketWithResponse): void {
-  this[RESPONSE]?.emit('drain');
+  const res = this[RESPONSE];
+  if (!res) return;
+  res.stream?.onStreamDrain();
+  res.emit('drain');
 }
 function forwardError(this: SocketWithResponse, err: Error): void {
+  const res = this[RESPONSE];
+  if (!res) return;
+  res.stream?.onStreamError();
   // A peer resetting a refused or finished request is routine (the 'close' that follows says it
   // all): an 'error' nobody listens for would throw and take the whole hub down.
-  const res = this[RESPONSE];
-  if (res && res.listenerCount('error') > 0) res.emit('error', err);
+  if (res.listenerCount('error') > 0) res.emit('error', err);
 }
 function ignore(): void {}
 function forgetHead(this: net.Socket): void {
@@ -121,13 +136,19 @@ function uncork(res: RawResponse): void {
 }
 
 /** The slice of ServerResponse the hub writes with; streams use chunked transfer coding. */
-class RawResponse extends EventEmitter {
+export class RawResponse {
   statusCode = 200;
   headersSent = false;
+  /** Set by a subscription: gets the socket's close, error and drain directly. */
+  stream: StreamListener | null = null;
   private pending: Record<string, string | number | string[]> | null = Object.create(null) as Record<string, string | number | string[]>;
   private chunked = false;
   private finished = false;
   private corked = false;
+
+  // Created on first use: an EventEmitter's null-prototype listener table is a dictionary of
+  // ~160 bytes, paid by every stream although subscriptions attach a StreamListener instead.
+  private emitter: EventEmitter | null = null;
 
   constructor(
     private readonly socket: net.Socket,
@@ -135,13 +156,44 @@ class RawResponse extends EventEmitter {
     /** HTTP/1.0 clients know no chunked coding: their stream ends with the connection. */
     private readonly http10: boolean,
   ) {
-    super();
     // Module-level listeners find their response through the socket: no closures per stream,
     // which a hub holding 100k streams would pay for 100k times.
     (socket as SocketWithResponse)[RESPONSE] = this;
     socket.on('close', forwardClose);
     socket.on('drain', forwardDrain);
     socket.on('error', forwardError);
+  }
+
+  on(event: string, listener: (...args: unknown[]) => void): this {
+    (this.emitter ??= new EventEmitter()).on(event, listener);
+    return this;
+  }
+
+  once(event: string, listener: (...args: unknown[]) => void): this {
+    (this.emitter ??= new EventEmitter()).once(event, listener);
+    return this;
+  }
+
+  off(event: string, listener: (...args: unknown[]) => void): this {
+    this.emitter?.off(event, listener);
+    return this;
+  }
+
+  removeListener(event: string, listener: (...args: unknown[]) => void): this {
+    return this.off(event, listener);
+  }
+
+  emit(event: string, ...args: unknown[]): boolean {
+    return this.emitter?.emit(event, ...args) ?? false;
+  }
+
+  listenerCount(event: string): number {
+    return this.emitter?.listenerCount(event) ?? 0;
+  }
+
+  /** The response doubles as the subscriber's sink: write, end and destroy are all here. */
+  attach(stream: StreamListener): void {
+    this.stream = stream;
   }
 
   get writableEnded(): boolean {
@@ -301,6 +353,10 @@ export function rawSubscribeFront(
         return handOver();
       }
       socket.off('data', onData);
+      // From here the response's own listeners cover close and error: fewer listeners per socket
+      // (three of a kind cost a 176-byte array each).
+      socket.off('error', ignore);
+      socket.off('close', forgetHead);
       awaitingHead.delete(socket);
       buffered = null;
       // Browsers send UTF-8 in headers; node:http reads them as latin1, so do the same.

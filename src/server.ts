@@ -93,9 +93,13 @@ export async function serve(hub: QuicksilverHub, options: ServeOptions): Promise
       closers.push(() => h1.close());
     }
   }
+  // One function for every socket, not a closure each.
+  function untrack(this: net.Socket): void {
+    sockets.delete(this);
+  }
   listener.on('connection', (s: net.Socket) => {
     sockets.add(s);
-    s.on('close', () => sockets.delete(s));
+    s.on('close', untrack);
   });
 
   await new Promise<void>((resolve, reject) => {

@@ -17,6 +17,7 @@ import {
   type Request,
   type Response,
 } from './http-util.js';
+import { RawResponse } from './raw-http.js';
 import { COMMENT, retryFrame } from './sse.js';
 import { Subscriber, type SubscriberSink } from './subscriber.js';
 import {
@@ -197,13 +198,16 @@ export async function handleSubscribe(ctx: HubContext, req: Request, res: Respon
     res.once('close', () => ctx.connections.release(ip));
   }
 
-  const id = `urn:uuid:${randomUUID()}`;
+  // randomUUID() builds its string piece by piece; a copy is one flat string, not a tree of
+  // sixteen that every subscriber would keep.
+  const id = Buffer.from(`urn:uuid:${randomUUID()}`, 'latin1').toString('latin1');
+  const raw = (res as unknown) instanceof RawResponse ? (res as unknown as RawResponse) : null;
   const sub = new Subscriber({
     id,
     version,
     matchers: parsed.matchers,
     grants: auth.grants,
-    sink: sinkFor(res),
+    sink: raw ?? sinkFor(res),
     bufferSize: opts.subscriberBufferSize,
     deadline,
     remoteAddress: ip,
@@ -227,15 +231,20 @@ export async function handleSubscribe(ctx: HubContext, req: Request, res: Respon
   }
   // A peer the kernel gave up on (keepalive, retransmission timeout) errors on the socket, not on
   // the response: listen there so it is counted as a failure, not as a client leaving.
-  const socket = isHttp2(req) ? undefined : req.socket;
-  const onSocketError = (): void => sub.close('error');
-  socket?.once('error', onSocketError);
-  res.on('close', () => {
-    socket?.off('error', onSocketError);
-    sub.close('client');
-  });
-  res.on('error', () => sub.close('error'));
-  res.on('drain', () => sub.drain());
+  if (raw) {
+    // The raw response forwards its socket's events to the subscriber: no closures per stream.
+    raw.attach(sub);
+  } else {
+    const socket = isHttp2(req) ? undefined : req.socket;
+    const onSocketError = (): void => sub.close('error');
+    socket?.once('error', onSocketError);
+    res.on('close', () => {
+      socket?.off('error', onSocketError);
+      sub.close('client');
+    });
+    res.on('error', () => sub.close('error'));
+    res.on('drain', () => sub.drain());
+  }
 
   const records: SubscriptionRecord[] | undefined = opts.subscriptions
     ? parsed.params.map((p) => ({

@@ -14,6 +14,11 @@ export interface SubscriberSink {
   destroy(): void;
 }
 
+/** Told when a subscriber closes (the hub): an object rather than a closure per subscriber. */
+export interface SubscriberOwner {
+  subscriberClosed(sub: Subscriber, reason: DisconnectReason): void;
+}
+
 export type DisconnectReason =
   | 'client' // the peer went away
   | 'slow' // buffer overflow or dispatch timeout
@@ -68,7 +73,7 @@ export class Subscriber {
   // Position of the last update the replay read. A store may show a committed update to readers
   // before its transport delivers it; such an update, replayed already, must not be sent again.
   private replayedUpTo: bigint | null = null;
-  onClose: ((s: Subscriber, reason: DisconnectReason) => void) | null = null;
+  owner: SubscriberOwner | null = null;
 
   constructor(init: SubscriberInit) {
     this.id = init.id;
@@ -203,6 +208,20 @@ export class Subscriber {
       if (farewell) this.sink.write(farewell);
       this.sink.end();
     }
-    this.onClose?.(this, reason);
+    this.owner?.subscriberClosed(this, reason);
+  }
+
+  // The stream's events, called by a raw HTTP response directly (see raw-http.ts): no listener
+  // closures per stream.
+  onStreamClose(): void {
+    this.close('client');
+  }
+
+  onStreamError(): void {
+    this.close('error');
+  }
+
+  onStreamDrain(): void {
+    this.drain();
   }
 }
