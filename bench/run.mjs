@@ -139,6 +139,22 @@ async function main() {
   }, maxMinutes * 60_000);
   abort.unref();
 
+  /**
+   * The peer belongs in the same run: a full run installs Pushpin (Debian's package) when it is
+   * missing and this machine can (root or passwordless sudo, apt). --quick never installs.
+   */
+  function ensurePushpin(o) {
+    const have = pushpinInstalled();
+    if (have || o.quick || (o.targets && !o.targets.includes('pushpin'))) return have;
+    log('Pushpin is not installed: installing it (bench/install-pushpin.sh)');
+    try {
+      execFileSync('bash', [path.join(ROOT, 'bench', 'install-pushpin.sh')], { stdio: ['ignore', 'inherit', 'inherit'], timeout: 600_000 });
+    } catch (err) {
+      log(`could not install Pushpin (${/** @type {Error} */ (err).message.split('\n')[0]}): the peer comparison is skipped`);
+    }
+    return pushpinInstalled();
+  }
+
   const tag = `${Date.now().toString(36)}${Math.floor(Math.random() * 1296).toString(36)}`;
   const dir = scratchDir();
   const meta = {
@@ -149,7 +165,7 @@ async function main() {
     hubDir,
     revision: revision(hubDir),
     note: opts.note ?? null,
-    pushpin: pushpinInstalled(),
+    pushpin: ensurePushpin(opts),
     tag,
     cluster: /** @type {any} */ (null),
     foreignCoresBefore: 0,

@@ -172,13 +172,13 @@ export async function startQuicksilver({ procs = 1, transport = 'memory', heartb
       for (let i = 0; i < procs; i++) {
         const port = await freePort();
         const shardUrl = transport === 'lmdb' ? transportUrl('lmdb', `${tag}-s${i}`, dir) : url;
-        started.push(await startHubProcess({ port, transport: shardUrl, heartbeat, anonymous, nodeArgs }));
+        started.push(await startHubProcess({ port, transport: shardUrl, heartbeat, anonymous, workers: 1, nodeArgs }));
         ports.push(port);
       }
     }
   } else {
     const port = await freePort();
-    started.push(await startHubProcess({ port, transport: url, heartbeat, anonymous, nodeArgs }));
+    started.push(await startHubProcess({ port, transport: url, heartbeat, anonymous, workers: 1, nodeArgs }));
     ports.push(port);
   }
   const roots = started.map((p) => /** @type {number} */ (p.child.pid));
