@@ -41,7 +41,8 @@ async function freePort() {
 }
 
 const port = await freePort();
-const hub = spawn(process.execPath, [join(ROOT, 'dist', 'cli.js'), '--addr', `127.0.0.1:${port}`, '--anonymous',
+// One process (the CLI otherwise runs one worker per core): the memory read is that process's.
+const hub = spawn(process.execPath, [join(ROOT, 'dist', 'cli.js'), '--workers', '1', '--addr', `127.0.0.1:${port}`, '--anonymous',
   '--transport-url', 'memory://', '--log-level', 'warn'], {
   env: { PATH: process.env.PATH ?? '', JWT_KEY: KEY },
   stdio: ['ignore', 'inherit', 'inherit'],

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { Writable } from 'node:stream';
 import { readFileSync } from 'node:fs';
-import { isClusterWorker, runCluster } from './cluster.js';
+import { ClusterStartError, defaultWorkers, isClusterWorker, runCluster } from './cluster.js';
 import { configUsage, DEV_KEY, loadConfig, type Config } from './config.js';
 import { devBanner } from './dev-banner.js';
 import { createHub } from './handler.js';
@@ -69,10 +69,15 @@ async function start(argv: readonly string[]): Promise<void> {
   const log: Logger = createLogger(config.logLevel, pretty ? prettyStream() : undefined);
   // Cluster workers re-run the CLI with the same arguments: the primary alone warns.
   if (!isClusterWorker()) for (const w of warnings) log.warn({}, w);
-  if (isClusterWorker() || (config.workers ?? 1) > 1) {
+  // One process per core unless told otherwise: a single Node.js process runs its JavaScript on
+  // one core, and fan-out is CPU-bound. With one core, no cluster: a primary would only add a
+  // process and an IPC hop.
+  const workers = config.workers ?? defaultWorkers();
+  if (isClusterWorker() || workers > 1) {
     // The primary owns the transport and forks the workers; each worker serves one hub. The
     // primary handles SIGTERM/SIGINT (draining every worker); a worker never returns from here.
-    await runCluster(config, { logger: log, version: VERSION }).catch((err: unknown) => fail([(err as Error).message]));
+    await runCluster({ ...config, workers }, { logger: log, version: VERSION }).catch((err: unknown) =>
+      fail([(err as Error).message], err instanceof ClusterStartError && err.unavailable ? EXIT_UNAVAILABLE : EXIT_CONFIG));
     return;
   }
   let transport;
@@ -97,7 +102,7 @@ async function start(argv: readonly string[]): Promise<void> {
   exitOnSignals(log, 'shutting down: draining subscribers', () => server.close());
 }
 
-const HELP = `Quicksilver ${VERSION}: a Mercure hub.
+const help = (): string => `Quicksilver ${VERSION}: a Mercure hub.
 
 Usage:
   quicksilver [options]              start the hub
@@ -105,13 +110,17 @@ Usage:
   quicksilver token [token options]  mint a JWT for publishers or subscribers
   quicksilver --help | --version
 
+The hub runs one worker process per core (${defaultWorkers()} here), sharing the port; --workers 1
+(or QUICKSILVER_WORKERS=1, or the directive "workers 1") runs a single process. /metrics answers
+for the whole hub, whichever worker serves the request.
+
 `;
 
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
   const [command, ...rest] = argv;
   if (command === '--help' || command === '-h' || command === 'help') {
-    process.stdout.write(HELP + configUsage() + '\n');
+    process.stdout.write(help() + configUsage() + '\n');
     return;
   }
   if (command === '--version' || command === '-v') {
@@ -127,7 +136,9 @@ async function main(): Promise<void> {
     } catch (err) {
       fail([`transport: ${(err as Error).message}`]);
     }
-    process.stdout.write(`configuration OK (listen ${config.server.addr}, transport ${redactUrlPassword(config.transportUrl)})\n`);
+    const workers = config.workers ?? defaultWorkers();
+    const processes = workers > 1 ? `${workers} worker processes${config.workers === undefined ? ', one per core' : ''}` : 'a single process';
+    process.stdout.write(`configuration OK (listen ${config.server.addr}, transport ${redactUrlPassword(config.transportUrl)}, ${processes})\n`);
     return;
   }
   if (command === 'token') {

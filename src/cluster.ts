@@ -1,9 +1,11 @@
 import cluster, { type Worker } from 'node:cluster';
 import type { ServerResponse } from 'node:http';
-import { availableParallelism } from 'node:os';
 import { DEV_KEY, type Config } from './config.js';
+import { defaultWorkerCount } from './cpus.js';
 import { devBanner } from './dev-banner.js';
 import { createHub, type QuicksilverHub, type RequestHandler } from './handler.js';
+import { send as sendHttp } from './http-util.js';
+import { ConnectionLimiter, RateLimiter } from './limits.js';
 import { exitOnSignals, hubOptionsFromConfig, serveOptionsFromConfig } from './startup.js';
 import type { Logger } from './logger.js';
 import { serve, type RunningServer } from './server.js';
@@ -22,6 +24,16 @@ import { createTransport } from './transports/index.js';
  *
  * In cluster mode every HTTP response carries `X-Quicksilver-Worker: <pid>`, naming the worker
  * process that answered (for debugging load spreading; tests use it too).
+ *
+ * What the hub reports and enforces is the whole cluster's, wherever a request lands:
+ * `GET /metrics` on any worker answers the merged metrics of every worker (the worker asks the
+ * primary, which collects each worker's snapshot; `?worker=self` gives the answering worker's
+ * own), and the connection and publish-rate limits count every worker's connections and
+ * publishes (see limits.ts).
+ *
+ * If the primary dies (even with SIGKILL), its IPC channels close and node:cluster ends each
+ * worker at once (a worker's 'disconnect' without a prior `worker.disconnect()` exits it): no
+ * orphan keeps serving subscribers that no longer get updates.
  */
 
 /** Set in the environment of the worker processes forked by {@link runCluster}. */
@@ -29,14 +41,29 @@ export const WORKER_ENV = 'QUICKSILVER_CLUSTER_WORKER';
 /** Response header naming the worker process (its pid) that answered, in cluster mode. */
 export const WORKER_HEADER = 'X-Quicksilver-Worker';
 
-/** `--workers auto`: one worker per core the process may use. */
+/** `--workers auto` and the CLI's default: one worker per core the process may use. */
 export function defaultWorkers(): number {
-  return availableParallelism();
+  return defaultWorkerCount();
 }
+
+/** Content type of the Prometheus text format, as the single-process hub serves it. */
+const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
 
 /** True in a worker process forked by {@link runCluster}: the CLI must then call runCluster too. */
 export function isClusterWorker(): boolean {
   return cluster.isWorker && process.env[WORKER_ENV] === '1';
+}
+
+/**
+ * Why the cluster could not start. `unavailable`: something outside the configuration (the
+ * address in use, a backend down) that a retry may fix, as opposed to a configuration the hub
+ * refuses; the CLI exits 69 or 2 accordingly, as a single process does.
+ */
+export class ClusterStartError extends Error {
+  override readonly name = 'ClusterStartError';
+  constructor(message: string, readonly unavailable: boolean) {
+    super(message);
+  }
 }
 
 export interface ClusterOptions {
@@ -55,6 +82,8 @@ export interface RunningCluster {
   readonly workers: number;
   /** Pids of the live workers. */
   pids(): number[];
+  /** Prometheus text for the whole hub: what `GET /metrics` answers on any worker. */
+  metrics(): Promise<string>;
   /** Drains the workers (SIGTERM, then SIGKILL after the shutdown timeout) and closes the transport. */
   close(): Promise<void>;
 }
@@ -83,6 +112,8 @@ interface Slot {
   failures: number;
   timer: NodeJS.Timeout | null;
   fatal: string | null;
+  /** The fatal reason is an unavailable resource (see ClusterStartError). */
+  unavailable: boolean;
 }
 
 /** A worker that lived at least this long is considered healthy: its restart backoff resets. */
@@ -93,6 +124,7 @@ const BACKOFF_MAX = 30_000;
 async function runPrimary(config: Config, options: ClusterOptions): Promise<RunningCluster> {
   const log = options.logger;
   const count = Math.max(1, config.workers ?? defaultWorkers());
+  let restarts = 0;
   const slots: Slot[] = Array.from({ length: count }, (_, index) => ({
     index,
     worker: null,
@@ -102,6 +134,7 @@ async function runPrimary(config: Config, options: ClusterOptions): Promise<Runn
     failures: 0,
     timer: null,
     fatal: null,
+    unavailable: false,
   }));
   let transport;
   try {
@@ -120,12 +153,13 @@ async function runPrimary(config: Config, options: ClusterOptions): Promise<Runn
         slot.worker.process.kill('SIGKILL');
       }
     },
+    clusterMetrics: () => ({ workers: count, restarts }),
   });
   try {
     await relay.start();
   } catch (err) {
     await transport.close().catch(() => {});
-    throw new Error(`could not start: ${(err as Error).message}`);
+    throw new ClusterStartError(`could not start: ${(err as Error).message}`, true);
   }
 
   // Workers re-run this script with the same arguments, writing to the same stdout/stderr.
@@ -142,6 +176,7 @@ async function runPrimary(config: Config, options: ClusterOptions): Promise<Runn
     slot.timer = null;
     slot.listening = false;
     slot.fatal = null;
+    slot.unavailable = false;
     const worker = cluster.fork({ [WORKER_ENV]: '1', QUICKSILVER_WORKER_INDEX: String(slot.index) });
     slot.worker = worker;
     slot.startedAt = Date.now();
@@ -157,7 +192,9 @@ async function runPrimary(config: Config, options: ClusterOptions): Promise<Runn
           log.debug({ worker: worker.id, workerPid: worker.process.pid }, 'worker listening');
           if (!up && slots.every((s) => s.listening)) allListening?.();
         } else if (op.t === 'fatal') {
-          slot.fatal = (op as unknown as { m: string }).m;
+          const f = op as unknown as { m: string; u?: boolean };
+          slot.fatal = f.m;
+          slot.unavailable = f.u === true;
         }
       }
     });
@@ -173,7 +210,7 @@ async function runPrimary(config: Config, options: ClusterOptions): Promise<Runn
         return;
       }
       if (!up) {
-        startupFailed?.(new Error(slot.fatal ?? `worker ${worker.id} exited during startup (${signal ?? `code ${code}`})`));
+        startupFailed?.(new ClusterStartError(slot.fatal ?? `worker ${worker.id} exited during startup (${signal ?? `code ${code}`})`, slot.unavailable));
         return;
       }
       const lived = Date.now() - slot.startedAt;
@@ -185,6 +222,7 @@ async function runPrimary(config: Config, options: ClusterOptions): Promise<Runn
       );
       slot.timer = setTimeout(() => {
         if (stopping) return;
+        restarts++;
         fork(slot);
         log.info({ worker: slot.worker?.id, workerPid: slot.worker?.process.pid }, 'worker restarted');
       }, delay);
@@ -247,8 +285,19 @@ async function runPrimary(config: Config, options: ClusterOptions): Promise<Runn
     url,
     workers: count,
     pids: () => live().flatMap((w) => (w.process.pid === undefined ? [] : [w.process.pid])),
+    metrics: () => relay.metrics(),
     close,
   };
+}
+
+/**
+ * `GET /metrics` answers the whole hub's metrics; `/metrics?worker=self` this worker's own (which
+ * the hub's handler renders, as in a single process).
+ */
+function wantsHubMetrics(url: string): boolean {
+  const q = url.indexOf('?');
+  if ((q < 0 ? url : url.slice(0, q)) !== '/metrics') return false;
+  return q < 0 || new URLSearchParams(url.slice(q + 1)).get('worker') !== 'self';
 }
 
 function send(op: { t: string; [k: string]: unknown }): Promise<void> {
@@ -264,9 +313,9 @@ function send(op: { t: string; [k: string]: unknown }): Promise<void> {
 
 async function runWorker(config: Config, options: ClusterOptions): Promise<never> {
   const log = options.logger.child?.({ worker: cluster.worker?.id }) ?? options.logger;
-  const fatal = async (message: string): Promise<never> => {
+  const fatal = async (message: string, unavailable = false): Promise<never> => {
     log.error({}, message);
-    await send({ t: 'fatal', m: message });
+    await send({ t: 'fatal', m: message, u: unavailable });
     process.exit(1);
   };
 
@@ -288,26 +337,48 @@ async function runWorker(config: Config, options: ClusterOptions): Promise<never
   process.on('SIGTERM', () => drain(0));
   process.on('SIGINT', () => drain(0));
 
-  const transport = new ClusterWorkerTransport({ logger: log, onPrimaryLost: () => drain(1) });
   const hubOptions = await hubOptionsFromConfig(config, options.version ?? '');
   if (typeof hubOptions === 'string') return fatal(hubOptions);
-  const hub = createHub({ ...hubOptions, transport, logger: log });
+  // The limits are the hub's: each worker counts the others' connections and publishes too.
+  const connections = new ConnectionLimiter(hubOptions.maxConnectionsPerIp ?? 0, hubOptions.maxConnections ?? 0);
+  const publishRate = new RateLimiter(hubOptions.publishRateLimit ?? 0, hubOptions.publishBurst || undefined);
+  let hub: QuicksilverHub | null = null;
+  const transport = new ClusterWorkerTransport({
+    logger: log,
+    onPrimaryLost: () => drain(1),
+    metrics: () => hub?.hub.metrics.snapshot() ?? null,
+    onPeerLimits: (conns, takes) => {
+      connections.applyPeers(conns);
+      publishRate.applyPeers(takes);
+    },
+  });
+  if (connections.enabled) connections.onChange = (ip, delta) => transport.shareConnection(ip, delta);
+  if (publishRate.enabled) publishRate.onTake = (key) => transport.shareTake(key);
+  hub = createHub({ ...hubOptions, transport, logger: log }, { connections, publishRate });
   try {
     await hub.ready;
   } catch (err) {
-    return fatal(`could not start: ${(err as Error).message}`);
+    return fatal(`could not start: ${(err as Error).message}`, true);
   }
   const pid = String(process.pid);
-  const inner = hub.handler;
+  const local = hub;
+  const inner = local.handler;
   const handler: RequestHandler = (req, res, next) => {
     (res as ServerResponse).setHeader(WORKER_HEADER, pid);
+    if (config.metrics && wantsHubMetrics(req.url ?? '/')) {
+      transport.metrics(local.hub.metrics.snapshot()).then(
+        (text) => sendHttp(res, 200, text, { 'Content-Type': METRICS_CONTENT_TYPE }),
+        (err: unknown) => sendHttp(res, 503, `metrics unavailable: ${(err as Error).message}\n`),
+      );
+      return;
+    }
     inner(req, res, next);
   };
-  const tagged: QuicksilverHub = { ...hub, handler };
+  const tagged: QuicksilverHub = { ...local, handler };
   try {
     server = await serve(tagged, serveOptionsFromConfig(config, log));
   } catch (err) {
-    return fatal(`cannot listen on ${config.server.addr}: ${(err as Error).message}`);
+    return fatal(`cannot listen on ${config.server.addr}: ${(err as Error).message}`, true);
   }
   await send({ t: 'ready', url: server.url });
   return new Promise<never>(() => {});

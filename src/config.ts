@@ -20,10 +20,10 @@
 import { parseDuration } from './duration.js';
 import { accessSync, constants as fsConstants, readFileSync, statSync } from 'node:fs';
 import { createPublicKey, type KeyObject } from 'node:crypto';
-import { availableParallelism } from 'node:os';
 import { dirname, extname, resolve as resolvePath } from 'node:path';
 import { JWT_ALGORITHMS, type HubOptions, type IssuerOptions, type JwtAlgorithm, type KeyOptions } from './options.js';
 import type { LogLevel } from './logger.js';
+import { defaultWorkerCount } from './cpus.js';
 
 // ---------------------------------------------------------------------------------------------
 // Public types and constants
@@ -81,7 +81,11 @@ export interface Config {
   tracing: boolean;
   /** `--dev` was given. */
   dev: boolean;
-  /** Worker processes (`--workers n|auto`); undefined = a single process. */
+  /**
+   * Worker processes (`--workers n|auto`, directive `workers`, `QUICKSILVER_WORKERS`); undefined
+   * when not set, which the CLI takes as one per core ({@link defaultWorkerCount}). 1 = a single
+   * process, without a cluster primary.
+   */
   workers?: number;
 }
 
@@ -372,7 +376,7 @@ function intP(min: number): Parser<number> {
 const workersP: Parser<number> = (args, src, ctx) => {
   const v = single(args, src, ctx);
   if (v === undefined) return undefined;
-  if (v.trim().toLowerCase() === 'auto') return availableParallelism();
+  if (v.trim().toLowerCase() === 'auto') return defaultWorkerCount();
   return intP(1)([v], src, ctx);
 };
 
@@ -839,6 +843,7 @@ const HUB_DIRECTIVES: Record<string, Handler> = {
   publish_rate_limit: simple('publishRateLimit'),
   publish_burst: simple('publishBurst'),
   token_cache_size: simple('tokenCacheSize'),
+  workers: simple('workers'),
 };
 
 /** Server-level settings accepted in the JSON config file only. */
@@ -1063,6 +1068,11 @@ const LEGACY_ENV: ReadonlyArray<readonly [string, readonly SimpleKey[]]> = [
   ['HISTORY_SIZE', ['historySize']],
 ];
 
+/** Quicksilver's own variables (besides QUICKSILVER_CONFIG), at the precedence of the legacy ones. */
+const OWN_ENV: ReadonlyArray<readonly [string, readonly SimpleKey[]]> = [
+  ['QUICKSILVER_WORKERS', ['workers']],
+];
+
 /** Variables of the official image, except SERVER_NAME, GLOBAL_OPTIONS and MERCURE_EXTRA_DIRECTIVES. */
 const OFFICIAL_ENV: ReadonlyArray<readonly [string, readonly SimpleKey[]]> = [
   ['MERCURE_PUBLISHER_JWT_KEY', ['publisherKey']],
@@ -1128,6 +1138,7 @@ function loadEnv(ctx: Ctx): Layer[] {
   const { env } = ctx;
   const legacy: Layer = {};
   applyEnvTable(LEGACY_ENV, legacy, ctx);
+  applyEnvTable(OWN_ENV, legacy, ctx);
   const debug = envValue(env, 'DEBUG');
   if (debug !== undefined) {
     const b = boolP([debug], 'DEBUG', ctx);
@@ -1236,7 +1247,7 @@ const FLAGS: readonly FlagSpec[] = [
   { names: ['debug'], bool: true, special: 'debug', help: 'same as --log-level=debug' },
   { names: ['log-level'], targets: ['logLevel'], arg: 'level', help: 'fatal, error, warn, info (default), debug, trace, silent' },
   { names: ['log-format'], targets: ['logFormat'], arg: 'format', help: 'json (default) or pretty' },
-  { names: ['workers'], targets: ['workers'], arg: 'n|auto', help: 'worker processes' },
+  { names: ['workers'], targets: ['workers'], arg: 'n|auto', help: 'hub processes sharing the port (default: one per core; 1 = a single process)' },
 ];
 
 const FLAG_BY_NAME = new Map<string, FlagSpec>(FLAGS.flatMap((f) => f.names.map((n) => [n, f] as const)));
@@ -1523,7 +1534,7 @@ function checkReadable(v: Val<string>, ctx: Ctx): string | undefined {
  *   `transport <local|bolt|name> { ... }`, `transport_url`, `max_request_body_size`,
  *   `resource_identifier`, `trusted_issuers`, `public_urls`, `issuer <iss> { ... }`,
  *   `protocol_version_compatibility 7|8`, `subscriber_buffer_size`, `max_topics`,
- *   `token_cache_size`; accepted with a warning: `topic_selector_cache`, `topic_matcher_cache`,
+ *   `token_cache_size`, `workers <n|auto>`; accepted with a warning: `topic_selector_cache`, `topic_matcher_cache`,
  *   `subscriber_list_cache_size`, `name`.
  * - Legacy environment: `JWT_KEY`, `JWT_ALGORITHM` (both roles), `PUBLISHER_JWT_KEY`,
  *   `PUBLISHER_JWT_ALGORITHM`, `SUBSCRIBER_JWT_KEY`, `SUBSCRIBER_JWT_ALGORITHM`, `ADDR`,
@@ -1534,6 +1545,7 @@ function checkReadable(v: Val<string>, ctx: Ctx): string | undefined {
  *   (JSON/TEXT/FLUENTD), `HISTORY_SIZE` (appended as `size=` to a memory:// or bolt:// URL).
  *   Booleans accept 1/0, true/false, yes/no, on/off. Set-but-unsupported legacy variables
  *   (`ACME_*`, `COMPRESS`, `DB_PATH`, `METRICS_ADDR`, `CADDY_*`, ...) give a warning.
+ * - Quicksilver's environment, at the legacy variables' precedence: `QUICKSILVER_WORKERS`.
  * - Flags: see {@link configUsage}; `--flag value` or `--flag=value`, `--no-<flag>` for booleans.
  */
 export function loadConfig(input: ConfigInput): ConfigResult {

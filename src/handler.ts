@@ -80,8 +80,19 @@ function resolveOptions(o: HubOptions): ResolvedOptions {
   };
 }
 
+/**
+ * What a hub built by the worker cluster shares with the other workers (see cluster.ts); not
+ * needed otherwise.
+ */
+export interface HubInternals {
+  /** Connection limits kept together with the other workers' (default: this hub's own). */
+  connections?: ConnectionLimiter | undefined;
+  /** Publish rate limits kept together with the other workers' (default: this hub's own). */
+  publishRate?: RateLimiter | undefined;
+}
+
 /** Creates a hub and the request handler that serves it. */
-export function createHub(options: HubOptions = {}): QuicksilverHub {
+export function createHub(options: HubOptions = {}, internals: HubInternals = {}): QuicksilverHub {
   const opts = resolveOptions(options);
   const log = options.logger ?? createLogger('info');
   const transport = options.transport ?? new MemoryTransport();
@@ -108,8 +119,8 @@ export function createHub(options: HubOptions = {}): QuicksilverHub {
     options: opts,
     log,
     draining: false,
-    connections: new ConnectionLimiter(options.maxConnectionsPerIp ?? 0, options.maxConnections ?? 0),
-    publishRate: new RateLimiter(options.publishRateLimit ?? 0, options.publishBurst || undefined),
+    connections: internals.connections ?? new ConnectionLimiter(options.maxConnectionsPerIp ?? 0, options.maxConnections ?? 0),
+    publishRate: internals.publishRate ?? new RateLimiter(options.publishRateLimit ?? 0, options.publishBurst || undefined),
   };
   const ready = Promise.all([hub.start(), authorizer.ready()]).then(() => undefined);
   ready.catch((err: unknown) => log.error({ err }, 'transport failed to start'));

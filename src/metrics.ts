@@ -62,57 +62,212 @@ export class Metrics {
     this.limited.set(limit, (this.limited.get(limit) ?? 0) + 1);
   }
 
-  render(): string {
-    const out: string[] = [];
-    const metric = (name: string, type: string, help: string, lines: string[]): void => {
-      out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`, ...lines);
-    };
-    metric('mercure_subscribers_connected', 'gauge', 'The current number of running subscribers.', [
-      `mercure_subscribers_connected ${this.connected7 + this.connected8}`,
-    ]);
-    metric('mercure_subscribers_total', 'counter', 'Total number of handled subscribers.', [
-      `mercure_subscribers_total ${this.subscribersTotal}`,
-    ]);
-    metric('mercure_updates_total', 'counter', 'Total number of handled updates.', [
-      `mercure_updates_total ${this.updatesTotal}`,
-    ]);
-    metric('quicksilver_subscribers_connected_by_protocol', 'gauge', 'Connected subscribers by protocol version.', [
-      `quicksilver_subscribers_connected_by_protocol{version="7"} ${this.connected7}`,
-      `quicksilver_subscribers_connected_by_protocol{version="8"} ${this.connected8}`,
-    ]);
-    metric('quicksilver_subscriptions_active', 'gauge', 'Active subscriptions (matchers) on this node.', [
-      `quicksilver_subscriptions_active ${this.gauges.subscriptions()}`,
-    ]);
-    metric('quicksilver_updates_published_total', 'counter', 'Updates accepted by this node\'s publish endpoint.', [
-      `quicksilver_updates_published_total ${this.updatesPublished}`,
-    ]);
-    metric('quicksilver_deliveries_total', 'counter', 'Events written to subscribers.', [
-      `quicksilver_deliveries_total ${this.deliveries}`,
-    ]);
-    metric('quicksilver_publish_failures_total', 'counter', 'Publishes refused because the transport was unavailable.', [
-      `quicksilver_publish_failures_total ${this.publishFailures}`,
-    ]);
-    metric('quicksilver_subscriber_disconnects_total', 'counter', 'Subscribers disconnected, by reason.',
-      [...this.disconnects].map(([r, n]) => `quicksilver_subscriber_disconnects_total{reason="${r}"} ${n}`));
-    metric('quicksilver_requests_limited_total', 'counter', 'Requests refused by a protective limit.',
-      [...this.limited].map(([r, n]) => `quicksilver_requests_limited_total{limit="${r}"} ${n}`));
-    metric('quicksilver_history_size', 'gauge', 'Updates kept in history.', [
-      `quicksilver_history_size ${this.gauges.historySize()}`,
-    ]);
-    metric('quicksilver_transport_ready', 'gauge', '1 when the transport accepts publishes.', [
-      `quicksilver_transport_ready ${this.gauges.transportReady() ? 1 : 0}`,
-    ]);
-    histogram(out, 'quicksilver_dispatch_duration_seconds', 'Time to route one update to local subscribers.', this.dispatchSeconds);
-    histogram(out, 'quicksilver_publish_duration_seconds', 'Time from publish request to transport acknowledgement.', this.publishSeconds);
-    histogram(out, 'quicksilver_transport_lag_seconds', 'Time from dispatch until the transport delivers the update back for fan-out.', this.transportLagSeconds);
+  /**
+   * The numbers as plain JSON, for a cluster worker to send over IPC: the primary merges the
+   * snapshots of every worker ({@link mergeSnapshots}) and renders them with the same code as a
+   * single process ({@link renderSnapshot}).
+   */
+  snapshot(): MetricsSnapshot {
     const mem = process.memoryUsage();
-    metric('process_resident_memory_bytes', 'gauge', 'Resident memory size in bytes.', [`process_resident_memory_bytes ${mem.rss}`]);
-    metric('nodejs_heap_used_bytes', 'gauge', 'V8 heap used in bytes.', [`nodejs_heap_used_bytes ${mem.heapUsed}`]);
-    return out.join('\n') + '\n';
+    return {
+      subscribersTotal: this.subscribersTotal,
+      connected7: this.connected7,
+      connected8: this.connected8,
+      updatesPublished: this.updatesPublished,
+      updatesTotal: this.updatesTotal,
+      deliveries: this.deliveries,
+      publishFailures: this.publishFailures,
+      subscriptions: this.gauges.subscriptions(),
+      disconnects: [...this.disconnects],
+      limited: [...this.limited],
+      historySize: this.gauges.historySize(),
+      transportReady: this.gauges.transportReady(),
+      dispatchSeconds: histogramSnapshot(this.dispatchSeconds),
+      publishSeconds: histogramSnapshot(this.publishSeconds),
+      transportLagSeconds: histogramSnapshot(this.transportLagSeconds),
+      residentMemoryBytes: mem.rss,
+      heapUsedBytes: mem.heapUsed,
+    };
+  }
+
+  render(): string {
+    return renderSnapshot(this.snapshot());
   }
 }
 
-function histogram(out: string[], name: string, help: string, h: Histogram): void {
+/** A histogram as plain JSON: `counts[i]` observations fell in `(buckets[i-1], buckets[i]]` (not cumulative). */
+export interface HistogramSnapshot {
+  buckets: number[];
+  counts: number[];
+  sum: number;
+  count: number;
+}
+
+/**
+ * Everything {@link Metrics.render} shows, as plain JSON (it crosses the cluster's IPC channel).
+ * Label maps are `[label, value]` pairs in first-seen order, so that rendering keeps the order
+ * a single process shows.
+ */
+export interface MetricsSnapshot {
+  subscribersTotal: number;
+  connected7: number;
+  connected8: number;
+  updatesPublished: number;
+  updatesTotal: number;
+  deliveries: number;
+  publishFailures: number;
+  subscriptions: number;
+  disconnects: Array<[reason: string, count: number]>;
+  limited: Array<[limit: string, count: number]>;
+  historySize: number;
+  transportReady: boolean;
+  dispatchSeconds: HistogramSnapshot;
+  publishSeconds: HistogramSnapshot;
+  transportLagSeconds: HistogramSnapshot;
+  residentMemoryBytes: number;
+  heapUsedBytes: number;
+}
+
+/** What only a cluster's primary knows: how many workers there are and how many took part in a scrape. */
+export interface ClusterMetrics {
+  /** Worker processes the cluster runs (`--workers`). */
+  workers: number;
+  /** Workers whose numbers are in this scrape (the others were restarting or did not answer in time). */
+  answered: number;
+  /** Workers restarted after an unexpected exit since the primary started. */
+  restarts: number;
+}
+
+function histogramSnapshot(h: Histogram): HistogramSnapshot {
+  return { buckets: [...h.buckets], counts: [...h.counts], sum: h.sum, count: h.count };
+}
+
+function sameBuckets(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+function mergeHistograms(parts: readonly HistogramSnapshot[]): HistogramSnapshot {
+  const first = parts[0];
+  if (!first) return histogramSnapshot(new Histogram());
+  // Every process runs the same code, so the layouts agree; workers of another version (a
+  // rolling restart of the primary is not possible, but be safe) are merged on the union of bounds.
+  const bounds = parts.every((p) => sameBuckets(p.buckets, first.buckets))
+    ? [...first.buckets]
+    : [...new Set(parts.flatMap((p) => p.buckets))].sort((a, b) => a - b);
+  const counts = new Array<number>(bounds.length).fill(0);
+  let sum = 0;
+  let count = 0;
+  for (const p of parts) {
+    for (let i = 0; i < p.buckets.length; i++) {
+      const j = bounds.indexOf(p.buckets[i]!);
+      counts[j] = counts[j]! + p.counts[i]!;
+    }
+    sum += p.sum;
+    count += p.count;
+  }
+  return { buckets: bounds, counts, sum, count };
+}
+
+function mergeLabelled(parts: ReadonlyArray<ReadonlyArray<readonly [string, number]>>): Array<[string, number]> {
+  const merged = new Map<string, number>();
+  for (const p of parts) for (const [k, v] of p) merged.set(k, (merged.get(k) ?? 0) + v);
+  return [...merged];
+}
+
+/**
+ * The metrics of several processes as those of one hub: counters, gauges and histograms (bucket
+ * by bucket) are summed. `historySize` and `transportReady` describe one shared transport, not
+ * something each process holds: they are taken from `shared` (the cluster primary's transport);
+ * without it the largest history and "all ready" are used.
+ */
+export function mergeSnapshots(
+  parts: readonly MetricsSnapshot[],
+  shared?: Partial<Pick<MetricsSnapshot, 'historySize' | 'transportReady' | 'updatesTotal'>>,
+): MetricsSnapshot {
+  const sum = (f: (s: MetricsSnapshot) => number): number => parts.reduce((n, s) => n + f(s), 0);
+  return {
+    subscribersTotal: sum((s) => s.subscribersTotal),
+    connected7: sum((s) => s.connected7),
+    connected8: sum((s) => s.connected8),
+    updatesPublished: sum((s) => s.updatesPublished),
+    updatesTotal: shared?.updatesTotal ?? sum((s) => s.updatesTotal),
+    deliveries: sum((s) => s.deliveries),
+    publishFailures: sum((s) => s.publishFailures),
+    subscriptions: sum((s) => s.subscriptions),
+    disconnects: mergeLabelled(parts.map((s) => s.disconnects)),
+    limited: mergeLabelled(parts.map((s) => s.limited)),
+    historySize: shared?.historySize ?? Math.max(0, ...parts.map((s) => s.historySize)),
+    transportReady: shared?.transportReady ?? parts.every((s) => s.transportReady),
+    dispatchSeconds: mergeHistograms(parts.map((s) => s.dispatchSeconds)),
+    publishSeconds: mergeHistograms(parts.map((s) => s.publishSeconds)),
+    transportLagSeconds: mergeHistograms(parts.map((s) => s.transportLagSeconds)),
+    residentMemoryBytes: sum((s) => s.residentMemoryBytes),
+    heapUsedBytes: sum((s) => s.heapUsedBytes),
+  };
+}
+
+/**
+ * Prometheus text for a snapshot: what `GET /metrics` answers. A single process renders its own
+ * snapshot; a cluster renders the merged one, followed by the `cluster` gauges.
+ */
+export function renderSnapshot(s: MetricsSnapshot, cluster?: ClusterMetrics): string {
+  const out: string[] = [];
+  const metric = (name: string, type: string, help: string, lines: string[]): void => {
+    out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`, ...lines);
+  };
+  metric('mercure_subscribers_connected', 'gauge', 'The current number of running subscribers.', [
+    `mercure_subscribers_connected ${s.connected7 + s.connected8}`,
+  ]);
+  metric('mercure_subscribers_total', 'counter', 'Total number of handled subscribers.', [
+    `mercure_subscribers_total ${s.subscribersTotal}`,
+  ]);
+  metric('mercure_updates_total', 'counter', 'Total number of handled updates.', [
+    `mercure_updates_total ${s.updatesTotal}`,
+  ]);
+  metric('quicksilver_subscribers_connected_by_protocol', 'gauge', 'Connected subscribers by protocol version.', [
+    `quicksilver_subscribers_connected_by_protocol{version="7"} ${s.connected7}`,
+    `quicksilver_subscribers_connected_by_protocol{version="8"} ${s.connected8}`,
+  ]);
+  metric('quicksilver_subscriptions_active', 'gauge', 'Active subscriptions (matchers) on this node.', [
+    `quicksilver_subscriptions_active ${s.subscriptions}`,
+  ]);
+  metric('quicksilver_updates_published_total', 'counter', 'Updates accepted by this node\'s publish endpoint.', [
+    `quicksilver_updates_published_total ${s.updatesPublished}`,
+  ]);
+  metric('quicksilver_deliveries_total', 'counter', 'Events written to subscribers.', [
+    `quicksilver_deliveries_total ${s.deliveries}`,
+  ]);
+  metric('quicksilver_publish_failures_total', 'counter', 'Publishes refused because the transport was unavailable.', [
+    `quicksilver_publish_failures_total ${s.publishFailures}`,
+  ]);
+  metric('quicksilver_subscriber_disconnects_total', 'counter', 'Subscribers disconnected, by reason.',
+    s.disconnects.map(([r, n]) => `quicksilver_subscriber_disconnects_total{reason="${r}"} ${n}`));
+  metric('quicksilver_requests_limited_total', 'counter', 'Requests refused by a protective limit.',
+    s.limited.map(([r, n]) => `quicksilver_requests_limited_total{limit="${r}"} ${n}`));
+  metric('quicksilver_history_size', 'gauge', 'Updates kept in history.', [
+    `quicksilver_history_size ${s.historySize}`,
+  ]);
+  metric('quicksilver_transport_ready', 'gauge', '1 when the transport accepts publishes.', [
+    `quicksilver_transport_ready ${s.transportReady ? 1 : 0}`,
+  ]);
+  histogram(out, 'quicksilver_dispatch_duration_seconds', 'Time to route one update to local subscribers.', s.dispatchSeconds);
+  histogram(out, 'quicksilver_publish_duration_seconds', 'Time from publish request to transport acknowledgement.', s.publishSeconds);
+  histogram(out, 'quicksilver_transport_lag_seconds', 'Time from dispatch until the transport delivers the update back for fan-out.', s.transportLagSeconds);
+  metric('process_resident_memory_bytes', 'gauge', 'Resident memory size in bytes.', [`process_resident_memory_bytes ${s.residentMemoryBytes}`]);
+  metric('nodejs_heap_used_bytes', 'gauge', 'V8 heap used in bytes.', [`nodejs_heap_used_bytes ${s.heapUsedBytes}`]);
+  if (cluster) {
+    metric('quicksilver_workers', 'gauge', 'Worker processes the hub runs (--workers).', [`quicksilver_workers ${cluster.workers}`]);
+    metric('quicksilver_metrics_workers_answered', 'gauge', 'Workers whose numbers this scrape includes (fewer than quicksilver_workers: one was restarting or did not answer within 1 s).', [
+      `quicksilver_metrics_workers_answered ${cluster.answered}`,
+    ]);
+    metric('quicksilver_worker_restarts_total', 'counter', 'Workers restarted after an unexpected exit.', [
+      `quicksilver_worker_restarts_total ${cluster.restarts}`,
+    ]);
+  }
+  return out.join('\n') + '\n';
+}
+
+function histogram(out: string[], name: string, help: string, h: HistogramSnapshot): void {
   out.push(`# HELP ${name} ${help}`, `# TYPE ${name} histogram`);
   let cumulative = 0;
   for (let i = 0; i < h.buckets.length; i++) {

@@ -5,12 +5,15 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cgroupCpuQuota, defaultWorkerCount } from '../src/cpus.js';
+import { Metrics, type MetricsSnapshot } from '../src/metrics.js';
 import type { SubscriptionRecord, Transport } from '../src/transport.js';
 import { TransportUnavailableError } from '../src/transport.js';
 import { ClusterPrimaryRelay, ClusterWorkerTransport, type IpcPort } from '../src/transports/cluster.js';
 import { MemoryTransport } from '../src/transports/memory.js';
 import { createUpdate, type StoredUpdate } from '../src/update.js';
 import { legacyToken, sleep, SseClient } from './helpers.js';
+import { freePort, startHubProcess, waitUntil, type HubProcess } from './process-helpers.js';
 import { transportConformance } from './transport-conformance.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -181,6 +184,95 @@ describe('cluster relay', () => {
     await relay.close();
   });
 
+  it('merges every worker\'s metrics, leaving out a worker that does not answer in time', async () => {
+    const mem = new MemoryTransport();
+    const relay = new ClusterPrimaryRelay(mem, { statusInterval: 20, metricsTimeout: 300, clusterMetrics: () => ({ workers: 3, restarts: 1 }) });
+    const gauges = { historySize: () => 0, transportReady: () => true, subscriptions: () => 2 };
+    const numbers = [new Metrics(gauges), new Metrics(gauges), new Metrics(gauges)];
+    numbers.forEach((m, i) => {
+      m.connected7 = i + 1;
+      m.deliveries = 10 * (i + 1);
+      m.countDisconnect(i === 0 ? 'slow' : 'error');
+      m.dispatchSeconds.observe(0.0004);
+      m.dispatchSeconds.observe(0.02 * i);
+    });
+    const ports: FakePort[][] = [];
+    const workers = numbers.map((m) => {
+      const [primarySide, workerSide] = portPair();
+      relay.attach(primarySide);
+      ports.push([primarySide, workerSide]);
+      return new ClusterWorkerTransport({ port: workerSide, timeout: 2000, metrics: () => m.snapshot() });
+    });
+    await relay.start();
+    await Promise.all(workers.map((w) => w.start(() => {})));
+    await workers[0]!.dispatch(u('one'));
+    await workers[1]!.dispatch(u('two'));
+
+    const value = sample;
+    const text = await workers[0]!.metrics(numbers[0]!.snapshot());
+    expect(value(text, 'mercure_subscribers_connected')).toBe(1 + 2 + 3);
+    expect(value(text, 'quicksilver_deliveries_total')).toBe(10 + 20 + 30);
+    expect(value(text, 'quicksilver_subscriptions_active')).toBe(6);
+    expect(value(text, 'quicksilver_subscriber_disconnects_total{reason="slow"}')).toBe(1);
+    expect(value(text, 'quicksilver_subscriber_disconnects_total{reason="error"}')).toBe(2);
+    expect(value(text, 'quicksilver_dispatch_duration_seconds_count')).toBe(6);
+    expect(value(text, 'quicksilver_dispatch_duration_seconds_bucket{le="0.0005"}')).toBe(3 + 1);
+    expect(value(text, 'quicksilver_dispatch_duration_seconds_bucket{le="0.025"}')).toBe(5);
+    expect(value(text, 'quicksilver_dispatch_duration_seconds_bucket{le="+Inf"}')).toBe(6);
+    // Taken once from the primary's transport and relay, not summed per worker.
+    expect(value(text, 'quicksilver_history_size')).toBe(2);
+    expect(value(text, 'mercure_updates_total')).toBe(2);
+    expect(value(text, 'quicksilver_workers')).toBe(3);
+    expect(value(text, 'quicksilver_metrics_workers_answered')).toBe(3);
+    expect(value(text, 'quicksilver_worker_restarts_total')).toBe(1);
+
+    // A worker that does not read its channel is left out after the timeout; the scrape still answers.
+    ports[2]![0]!.stalled = true;
+    const t0 = Date.now();
+    const partial = await relay.metrics();
+    expect(Date.now() - t0).toBeLessThan(1500);
+    expect(value(partial, 'mercure_subscribers_connected')).toBe(1 + 2);
+    expect(value(partial, 'quicksilver_metrics_workers_answered')).toBe(2);
+    await Promise.all(workers.map((w) => w.close()));
+    await relay.close();
+  });
+
+  it('shares limit changes with the other workers, and forgets those of a departed worker', async () => {
+    const { relay, ports } = relayed(new MemoryTransport(), 0);
+    await relay.start();
+    const seen: Array<Array<[string, number]>> = [[], [], []];
+    const workers = [0, 1, 2].map((i) => {
+      const [primarySide, workerSide] = portPair();
+      relay.attach(primarySide);
+      ports.push([primarySide, workerSide]);
+      return new ClusterWorkerTransport({ port: workerSide, timeout: 2000, onPeerLimits: (c) => seen[i]!.push(...c.map(([k, n]) => [k, n] as [string, number])) });
+    });
+    await Promise.all(workers.slice(0, 2).map((w) => w.start(() => {})));
+    const held = (i: number): Record<string, number> => {
+      const m: Record<string, number> = {};
+      for (const [k, n] of seen[i]!) m[k] = (m[k] ?? 0) + n;
+      return Object.fromEntries(Object.entries(m).filter(([, n]) => n !== 0));
+    };
+    workers[0]!.shareConnection('10.0.0.1', 1);
+    workers[0]!.shareConnection('10.0.0.1', 1);
+    workers[0]!.shareConnection('10.0.0.2', 1);
+    workers[0]!.shareConnection('10.0.0.2', -1);
+    await sleep(20);
+    expect(held(1)).toEqual({ '10.0.0.1': 2 });
+    expect(held(0)).toEqual({});
+    // A worker that starts later learns what the others hold.
+    await workers[2]!.start(() => {});
+    await sleep(20);
+    expect(held(2)).toEqual({ '10.0.0.1': 2 });
+    // Worker 0 goes away: the others forget its connections.
+    ports[0]![0]!.disconnect();
+    await sleep(20);
+    expect(held(1)).toEqual({});
+    expect(held(2)).toEqual({});
+    await Promise.all(workers.slice(1).map((w) => w.close()));
+    await relay.close();
+  });
+
   it('maps failures to TransportUnavailableError and times out when the primary is silent', async () => {
     const mem = new MemoryTransport();
     const { relay, workers } = relayed(mem);
@@ -261,10 +353,10 @@ function request(
 }
 
 let publisherToken = '';
-async function publishOne(hubUrl: string, id: string, data = `data ${id}`): Promise<{ status: number; worker: string }> {
+async function publishOne(hubUrl: string, id: string, data = `data ${id}`, token = publisherToken): Promise<{ status: number; worker: string }> {
   const res = await request(hubUrl, {
     method: 'POST',
-    headers: { Authorization: `Bearer ${publisherToken}`, 'Content-Type': 'application/x-www-form-urlencoded' },
+    headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/x-www-form-urlencoded' },
     body: new URLSearchParams({ topic: TOPIC, id, data }).toString(),
   });
   expect(res.status, res.body).toBe(200);
@@ -495,5 +587,272 @@ describe('hub cluster (--workers 2, LMDB transport)', () => {
     for (const s of [...subs, ...replays]) s.close();
     c.child.kill('SIGTERM');
     expect(await c.exited).toBe(0);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// The CLI as an operator runs it (dist/cli.js, built by `npm test`): clusters by default.
+// ---------------------------------------------------------------------------------------------
+
+const CLI_KEY = '!ChangeThisMercureHubJWTSecretKey!';
+let cliToken = '';
+beforeAll(async () => {
+  cliToken = await legacyToken({ publish: ['*'], subscribe: ['*'] }, CLI_KEY);
+});
+
+/** A Prometheus sample's value (`name` includes its labels), or NaN when absent. */
+function sample(text: string, name: string): number {
+  const escaped = name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  return Number(new RegExp(`^${escaped} (\\S+)$`, 'm').exec(text)?.[1]);
+}
+
+/** Cumulative buckets never decrease and the `+Inf` bucket equals the count. */
+function expectConsistentHistogram(text: string, name: string): number {
+  const buckets = [...text.matchAll(new RegExp(`^${name}_bucket\\{le="([^"]+)"\\} (\\d+)$`, 'gm'))].map((m) => Number(m[2]));
+  expect(buckets.length).toBeGreaterThan(1);
+  for (let i = 1; i < buckets.length; i++) expect(buckets[i]!).toBeGreaterThanOrEqual(buckets[i - 1]!);
+  const count = sample(text, `${name}_count`);
+  expect(buckets.at(-1)).toBe(count);
+  return count;
+}
+
+/** True while `pid` runs (a zombie waiting to be reaped counts as gone). */
+function running(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return !/^\S+ \(.*\) [ZX]/.test(stat);
+  } catch {
+    try {
+      process.kill(pid, 0);
+      return process.platform !== 'linux';
+    } catch {
+      return false;
+    }
+  }
+}
+
+/** Opens subscribers until every worker holds at least `each` of them; returns them all. */
+async function spreadSubscribers(hubUrl: string, workers: number, each: number, topic = TOPIC): Promise<SseClient[]> {
+  const subs: SseClient[] = [];
+  const count = (): Map<string, number> => {
+    const m = new Map<string, number>();
+    for (const s of subs) m.set(workerOf(s), (m.get(workerOf(s)) ?? 0) + 1);
+    return m;
+  };
+  while (count().size < workers || [...count().values()].some((n) => n < each)) {
+    if (subs.length >= 20 * workers * each) throw new Error(`connections do not spread over ${workers} workers: ${JSON.stringify([...count()])}`);
+    const u = new URL(hubUrl);
+    u.searchParams.set('topic', topic);
+    const s = await SseClient.connect(u.toString());
+    expect(s.status).toBe(200);
+    subs.push(s);
+  }
+  return subs;
+}
+
+describe('quicksilver CLI: workers by default', () => {
+  it('runs one worker per core when --workers is not given (a single process on one core)', async () => {
+    const expected = defaultWorkerCount();
+    // The default is availableParallelism(), capped by a cgroup CPU quota where there is one.
+    if (cgroupCpuQuota() === undefined) expect(expected).toBe(os.availableParallelism());
+    const hub = await startHubProcess(['--jwt-key', CLI_KEY, '--anonymous', '--addr', '127.0.0.1:0', '--transport-url', 'memory://']);
+    try {
+      const ready = JSON.parse(hub.output().split('\n').find((l) => l.includes('Quicksilver hub ready'))!) as { workers?: number; pid: number };
+      const res = await request(`${hub.url}/healthz`);
+      if (expected === 1) {
+        // No primary: the process that logged "ready" serves the requests itself.
+        expect(ready.workers).toBeUndefined();
+        expect(res.worker).toBe('undefined');
+      } else {
+        expect(ready.workers).toBe(expected);
+        expect(ready.pid).toBe(hub.child.pid);
+        const subs = await spreadSubscribers(hub.hubUrl, expected, 1);
+        expect(new Set(subs.map(workerOf)).size).toBe(expected);
+        expect(subs.map(workerOf)).not.toContain(String(hub.child.pid));
+        for (const s of subs) s.close();
+      }
+    } finally {
+      expect(await hub.stop()).toBe(0);
+    }
+  });
+
+  it('exits 69 (unavailable: retry later) when the port is taken, with one process or several', async () => {
+    const taken = http.createServer();
+    await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r));
+    const port = (taken.address() as { port: number }).port;
+    try {
+      for (const workers of ['1', '2']) {
+        const child = spawn(process.execPath, ['dist/cli.js', '--workers', workers, '--jwt-key', CLI_KEY, '--addr', `127.0.0.1:${port}`, '--transport-url', 'memory://'], {
+          cwd: root,
+          env: { PATH: process.env.PATH },
+          stdio: ['ignore', 'ignore', 'pipe'],
+        });
+        let err = '';
+        child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+        const code = await new Promise<number | null>((r) => child.on('exit', r));
+        expect(err).toMatch(/^quicksilver: cannot listen on 127\.0\.0\.1:\d+: .*EADDRINUSE/m);
+        expect(code, `--workers ${workers}`).toBe(69);
+      }
+    } finally {
+      taken.close();
+    }
+  });
+
+  it('--workers 1 (or QUICKSILVER_WORKERS=1) runs a single process', async () => {
+    for (const [args, env] of [[['--workers', '1'], {}], [[], { QUICKSILVER_WORKERS: '1' }]] as const) {
+      const hub = await startHubProcess(['--jwt-key', CLI_KEY, '--addr', '127.0.0.1:0', '--transport-url', 'memory://', ...args], env);
+      const res = await request(`${hub.url}/healthz`);
+      expect(res.worker).toBe('undefined');
+      expect(hub.output()).not.toMatch(/"workers":/);
+      expect(await hub.stop()).toBe(0);
+    }
+  });
+
+  describe('/metrics on a 2-worker hub', () => {
+    let hub: HubProcess;
+    let subs: SseClient[] = [];
+    beforeAll(async () => {
+      hub = await startHubProcess(['--workers', '2', '--jwt-key', CLI_KEY, '--anonymous', '--addr', '127.0.0.1:0', '--transport-url', 'memory://']);
+    });
+    afterAll(async () => {
+      for (const s of subs) s.close();
+      await hub?.stop('SIGKILL');
+    });
+
+    /** Scrapes (fresh connections, so both workers answer some) until `cond` holds on a scrape from each worker. */
+    async function scrapeBoth(cond: (text: string) => boolean, path = '/metrics'): Promise<Map<string, string>> {
+      const byWorker = new Map<string, string>();
+      const deadline = Date.now() + 10_000;
+      while (byWorker.size < 2) {
+        const res = await request(`${hub.url}${path}`);
+        expect(res.status).toBe(200);
+        if (cond(res.body)) byWorker.set(res.worker, res.body);
+        if (Date.now() > deadline) throw new Error(`no scrape of each worker satisfied the condition; last:\n${res.body}`);
+      }
+      return byWorker;
+    }
+
+    it('counts the subscribers of every worker, whichever worker answers', async () => {
+      subs = await spreadSubscribers(hub.hubUrl, 2, 3);
+      const perWorker = new Map<string, number>();
+      for (const s of subs) perWorker.set(workerOf(s), (perWorker.get(workerOf(s)) ?? 0) + 1);
+      const scrapes = await scrapeBoth((t) => sample(t, 'mercure_subscribers_connected') === subs.length);
+      for (const text of scrapes.values()) {
+        expect(sample(text, 'mercure_subscribers_total')).toBe(subs.length);
+        expect(sample(text, 'quicksilver_subscribers_connected_by_protocol{version="7"}')).toBe(subs.length);
+        expect(sample(text, 'quicksilver_subscriptions_active')).toBe(subs.length);
+        expect(sample(text, 'quicksilver_workers')).toBe(2);
+        expect(sample(text, 'quicksilver_metrics_workers_answered')).toBe(2);
+        expect(sample(text, 'quicksilver_transport_ready')).toBe(1);
+        expect(sample(text, 'process_resident_memory_bytes')).toBeGreaterThan(0);
+      }
+      // ?worker=self: only the answering worker's own subscribers.
+      const own = await scrapeBoth(() => true, '/metrics?worker=self');
+      for (const [worker, text] of own) {
+        expect(sample(text, 'mercure_subscribers_connected')).toBe(perWorker.get(worker));
+        expect(sample(text, 'quicksilver_workers')).toBeNaN();
+      }
+    });
+
+    it('merges deliveries, updates and histograms after publishes on both workers', async () => {
+      const publishedOn = new Set<string>();
+      const n = 6;
+      for (let i = 0; i < n; i++) publishedOn.add((await publishOne(hub.hubUrl, `metrics-${i}`, undefined, cliToken)).worker);
+      await Promise.all(subs.map((s) => s.waitForEvents(n)));
+      const scrapes = await scrapeBoth((t) => sample(t, 'quicksilver_deliveries_total') === subs.length * n);
+      for (const text of scrapes.values()) {
+        // Each update accepted by one worker, relayed once by the primary, written to every subscriber.
+        expect(sample(text, 'quicksilver_updates_published_total')).toBe(n);
+        expect(sample(text, 'mercure_updates_total')).toBe(n);
+        expect(sample(text, 'quicksilver_history_size')).toBe(n);
+        expect(expectConsistentHistogram(text, 'quicksilver_publish_duration_seconds')).toBe(n);
+        expect(expectConsistentHistogram(text, 'quicksilver_transport_lag_seconds')).toBe(n);
+        // Every worker routes every update to its own subscribers.
+        expect(expectConsistentHistogram(text, 'quicksilver_dispatch_duration_seconds')).toBe(2 * n);
+        expect(sample(text, 'quicksilver_publish_duration_seconds_sum')).toBeGreaterThan(0);
+      }
+      // The per-worker numbers add up to the hub's.
+      const own = [...(await scrapeBoth(() => true, '/metrics?worker=self')).values()];
+      expect(own.reduce((sum, t) => sum + sample(t, 'quicksilver_deliveries_total'), 0)).toBe(subs.length * n);
+      expect(own.reduce((sum, t) => sum + sample(t, 'quicksilver_updates_published_total'), 0)).toBe(n);
+      expect(publishedOn.size).toBeGreaterThanOrEqual(1);
+    });
+
+    it('counts disconnects of every worker once they are gone', async () => {
+      const gone = subs.splice(0, 2);
+      for (const s of gone) s.close();
+      await scrapeBoth((t) => sample(t, 'mercure_subscribers_connected') === subs.length);
+    });
+  });
+
+  it('enforces connection and publish-rate limits for the whole hub, not per worker', async () => {
+    const hub = await startHubProcess([
+      '--workers', '2', '--jwt-key', CLI_KEY, '--anonymous', '--addr', '127.0.0.1:0', '--transport-url', 'memory://',
+      '--max-connections-per-ip', '3', '--publish-rate-limit', '1', '--publish-burst', '3',
+    ]);
+    const subs: SseClient[] = [];
+    try {
+      const u = `${hub.hubUrl}?topic=${encodeURIComponent(TOPIC)}`;
+      const statuses: Array<[number, string]> = [];
+      for (let i = 0; i < 8; i++) {
+        const s = await SseClient.connect(u);
+        subs.push(s);
+        statuses.push([s.status, workerOf(s)]);
+        // Sequential clients: each one's connection reaches the other worker's books first.
+        await sleep(20);
+      }
+      expect(statuses.map(([status]) => status)).toEqual([200, 200, 200, 429, 429, 429, 429, 429]);
+      expect(new Set(statuses.map(([, w]) => w)).size).toBe(2);
+      // A connection that leaves frees a slot on every worker.
+      subs.find((x) => x.status === 200)!.close();
+      let again: SseClient | undefined;
+      const deadline = Date.now() + 5000;
+      while (!again) {
+        const s = await SseClient.connect(u);
+        subs.push(s);
+        if (s.status === 200) again = s;
+        else if (Date.now() > deadline) throw new Error('the slot was never released');
+        else await sleep(50);
+      }
+
+      // 1 publish per second with a burst of 3: five publishes in quick succession, spread over
+      // both workers, get three (or, if a second passes, four) 200s, not 3 per worker.
+      const results: Array<{ status: number; worker: string }> = [];
+      for (let i = 0; i < 5; i++) {
+        results.push(await request(hub.hubUrl, {
+          method: 'POST',
+          headers: { Authorization: `Bearer ${cliToken}`, 'Content-Type': 'application/x-www-form-urlencoded' },
+          body: new URLSearchParams({ topic: TOPIC, id: `rate-${i}`, data: 'x' }).toString(),
+        }));
+        await sleep(20);
+      }
+      expect(new Set(results.map((r) => r.worker)).size).toBe(2);
+      const ok = results.filter((r) => r.status === 200).length;
+      expect(results.every((r) => r.status === 200 || r.status === 429)).toBe(true);
+      expect(ok).toBeGreaterThanOrEqual(3);
+      expect(ok).toBeLessThanOrEqual(4);
+      const metrics = (await request(`${hub.url}/metrics`)).body;
+      expect(sample(metrics, 'quicksilver_requests_limited_total{limit="connections_per_ip"}')).toBeGreaterThanOrEqual(5);
+      expect(sample(metrics, 'quicksilver_requests_limited_total{limit="publish_rate"}')).toBe(5 - ok);
+    } finally {
+      for (const s of subs) s.close();
+      expect(await hub.stop()).toBe(0);
+    }
+  });
+
+  it('kill -9 of the primary ends the workers at once, and the port is free again', async () => {
+    const port = await freePort();
+    const args = ['--workers', '2', '--jwt-key', CLI_KEY, '--anonymous', '--addr', `127.0.0.1:${port}`, '--transport-url', 'memory://'];
+    const hub = await startHubProcess(args);
+    const subs = await spreadSubscribers(hub.hubUrl, 2, 1);
+    const workerPids = [...new Set(subs.map(workerOf))].map(Number);
+    expect(workerPids).toHaveLength(2);
+    expect(workerPids.every(running)).toBe(true);
+    await hub.stop('SIGKILL');
+    await waitUntil(() => !workerPids.some(running), 3000, `the workers (${workerPids.join(', ')}) to exit`);
+    await Promise.all(subs.map((s) => s.until(() => s.closed, 3000, 'the stream to end')));
+    const again = await startHubProcess(args);
+    expect((await request(`${again.url}/healthz`)).status).toBe(200);
+    expect(await again.stop()).toBe(0);
   });
 });

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateKeyPairSync } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   DEV_KEY,
@@ -14,6 +14,7 @@ import {
   type Config,
   type ConfigResult,
 } from '../src/config.js';
+import { cgroupCpuQuota, defaultWorkerCount } from '../src/cpus.js';
 
 const SECRET = 'x'.repeat(32);
 const SECRET2 = 'y'.repeat(32);
@@ -795,7 +796,15 @@ describe('flags', () => {
   it('--debug sets the debug level and --workers auto uses the CPUs', () => {
     const { config } = ok({ JWT_KEY: SECRET }, ['--debug', '--workers=auto']);
     expect(config.logLevel).toBe('debug');
-    expect(config.workers).toBeGreaterThanOrEqual(1);
+    expect(config.workers).toBe(defaultWorkerCount());
+  });
+
+  it('takes the worker count from QUICKSILVER_WORKERS, the workers directive and --workers, and leaves it unset otherwise', () => {
+    expect(ok({ JWT_KEY: SECRET }).config.workers).toBeUndefined();
+    expect(ok({ JWT_KEY: SECRET, QUICKSILVER_WORKERS: '1' }).config.workers).toBe(1);
+    expect(ok({ JWT_KEY: SECRET, QUICKSILVER_WORKERS: '2', MERCURE_EXTRA_DIRECTIVES: 'workers 3' }).config.workers).toBe(3);
+    expect(ok({ JWT_KEY: SECRET, MERCURE_EXTRA_DIRECTIVES: 'workers auto' }, ['--workers', '1']).config.workers).toBe(1);
+    expect(errors({ JWT_KEY: SECRET, QUICKSILVER_WORKERS: 'many' })).toEqual(["QUICKSILVER_WORKERS: invalid number 'many'; expected an integer ≥ 1"]);
   });
 
   it('reports unknown flags with a suggestion, missing values and stray arguments', () => {
@@ -833,5 +842,47 @@ describe('flags', () => {
     for (const flag of ['--dev', '--config <file.json>', '--publisher-jwt-key <key>', '--cors-origins, --cors-allowed-origins <origins>', '--no-metrics']) {
       expect(usage).toContain(flag);
     }
+  });
+});
+
+describe('default worker count', () => {
+  let root: string;
+  beforeAll(() => {
+    root = mkdtempSync(join(tmpdir(), 'qs-cgroup-'));
+  });
+  afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+  const layout = (files: Record<string, string>): { self: string; root: string } => {
+    const base = mkdtempSync(join(root, 'fs-'));
+    for (const [path, text] of Object.entries(files)) {
+      mkdirSync(join(base, path, '..'), { recursive: true });
+      writeFileSync(join(base, path), text);
+    }
+    return { self: join(base, 'proc-self-cgroup'), root: join(base, 'sys') };
+  };
+
+  it.runIf(process.platform === 'linux')('reads a cgroup v2 or v1 CPU quota, the smallest on the way to the root', () => {
+    expect(cgroupCpuQuota(layout({ 'proc-self-cgroup': '0::/\n', 'sys/cpu.max': '150000 100000\n' }))).toBe(1.5);
+    expect(cgroupCpuQuota(layout({
+      'proc-self-cgroup': '0::/system.slice/hub.service\n',
+      'sys/system.slice/cpu.max': '400000 100000\n',
+      'sys/system.slice/hub.service/cpu.max': 'max 100000\n',
+    }))).toBe(4);
+    expect(cgroupCpuQuota(layout({ 'proc-self-cgroup': '0::/\n', 'sys/cpu.max': 'max 100000\n' }))).toBeUndefined();
+    expect(cgroupCpuQuota(layout({
+      'proc-self-cgroup': '4:memory:/docker/abc\n2:cpu,cpuacct:/docker/abc\n0::/\n',
+      'sys/cpu,cpuacct/docker/abc/cpu.cfs_quota_us': '200000\n',
+      'sys/cpu,cpuacct/docker/abc/cpu.cfs_period_us': '100000\n',
+    }))).toBe(2);
+    expect(cgroupCpuQuota(layout({
+      'proc-self-cgroup': '2:cpu,cpuacct:/\n',
+      'sys/cpu,cpuacct/cpu.cfs_quota_us': '-1\n',
+      'sys/cpu,cpuacct/cpu.cfs_period_us': '100000\n',
+    }))).toBeUndefined();
+  });
+
+  it('is at least 1 and at most the cores the process may use', () => {
+    expect(defaultWorkerCount()).toBeGreaterThanOrEqual(1);
+    expect(defaultWorkerCount()).toBeLessThanOrEqual(availableParallelism());
   });
 });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { RateLimiter } from '../src/limits.js';
+import { ConnectionLimiter, RateLimiter } from '../src/limits.js';
 import { legacyToken, publish, SseClient, startHub, subscribeUrl } from './helpers.js';
 import { loadConfig } from '../src/config.js';
 
@@ -20,6 +20,32 @@ describe('protective limits', () => {
     b.close();
     c.close();
     await h.close();
+  });
+
+  it('counts the connections and publishes of the other workers of a cluster', () => {
+    const changes: Array<[string, number]> = [];
+    const c = new ConnectionLimiter(2, 4);
+    c.onChange = (ip, d) => changes.push([ip, d]);
+    c.applyPeers([['10.0.0.1', 1], ['10.0.0.2', 1]]);
+    expect(c.acquire('10.0.0.1')).toBe('ok');
+    expect(c.acquire('10.0.0.1')).toBe('per_ip');
+    expect(c.acquire('10.0.0.3')).toBe('ok');
+    expect(c.acquire('10.0.0.4')).toBe('total');
+    // A peer's release frees a slot here; a release the books never saw changes nothing.
+    c.applyPeers([['10.0.0.2', -1], ['10.0.0.9', -5]]);
+    expect(c.acquire('10.0.0.4')).toBe('ok');
+    c.release('10.0.0.4');
+    expect(changes).toEqual([['10.0.0.1', 1], ['10.0.0.3', 1], ['10.0.0.4', 1], ['10.0.0.4', -1]]);
+
+    const taken: string[] = [];
+    const r = new RateLimiter(1, 3);
+    r.onTake = (k) => taken.push(k);
+    const t0 = 1_000_000;
+    r.applyPeers([['ip:a', 2]], t0);
+    expect(r.take('ip:a', t0)).toBe(0);
+    expect(r.take('ip:a', t0)).toBeGreaterThan(0);
+    expect(r.take('ip:b', t0)).toBe(0);
+    expect(taken).toEqual(['ip:a', 'ip:b']);
   });
 
   it('refuses subscribers beyond the total limit', async () => {

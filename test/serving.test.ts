@@ -255,6 +255,9 @@ describe('the quicksilver CLI', () => {
     expect((await fetch(`${hub.hubUrl}/subscriptions`, { headers: { Authorization: `Bearer ${pub}` } })).status).toBe(200);
     anon.close();
     priv.close();
+    // Printed once by the hub, not once by each of its worker processes (one per core by default).
+    expect(hub.output().match(/Publisher token:/g)).toHaveLength(1);
+    expect(hub.output().match(/Quicksilver development hub on/g)).toHaveLength(1);
     expect(await hub.stop()).toBe(0);
   });
 

@@ -1,5 +1,7 @@
 import type { Worker } from 'node:cluster';
+import type { LimitChanges } from '../limits.js';
 import type { Logger } from '../logger.js';
+import { mergeSnapshots, renderSnapshot, type MetricsSnapshot } from '../metrics.js';
 import { subscriptionEventData, subscriptionTopic } from '../subscription.js';
 import {
   TransportUnavailableError,
@@ -26,8 +28,14 @@ import { uuidv7 } from '../uuid.js';
  *   add/rm {i, r[]}    presence             st {size, health}   pushed when they change
  *   list {i}           presence listing
  *   bye                closing: stop delivering
+ *   mx {i, s}          the hub's metrics          ok {i, v: Prometheus text}
+ *                      (s: the asking worker's snapshot; the primary asks the others:)
+ *   msr {i, s}         this worker's snapshot  ←  ms {i}
+ *   lim {c?, r?}       limits changed here     →  lim {c?, r?} to every other worker
  *
  * Updates travel as tuples (`Wire`) with the seq as a decimal string (JSON has no bigint).
+ * `lim` carries connection deltas by client address (`c`) and publish-rate tokens taken by key
+ * (`r`), so that protective limits hold for the whole hub (see limits.ts).
  */
 
 /** `[seq, id, topics, data, private, type, retry]`; seq is '' in dispatch requests. */
@@ -40,7 +48,10 @@ type WorkerOp =
   | { t: 'last'; i: number }
   | { t: 'add' | 'rm'; i: number; r: SubscriptionRecord[] }
   | { t: 'list'; i: number }
-  | { t: 'bye' };
+  | { t: 'bye' }
+  | { t: 'mx'; i: number; s: MetricsSnapshot }
+  | { t: 'msr'; i: number; s: MetricsSnapshot | null }
+  | { t: 'lim'; c?: Array<[string, number]>; r?: Array<[string, number]> };
 
 type PrimaryOp =
   | { t: 'welcome'; name: string; size: number; health: TransportHealth }
@@ -48,12 +59,19 @@ type PrimaryOp =
   | { t: 'st'; size: number; health: TransportHealth }
   | { t: 'ok'; i: number; v?: unknown }
   | { t: 'err'; i: number; m: string }
-  | { t: 'hc'; i: number; u: Wire[] };
+  | { t: 'hc'; i: number; u: Wire[] }
+  | { t: 'ms'; i: number }
+  | { t: 'lim'; c?: Array<[string, number]>; r?: Array<[string, number]> };
 
 /** Most updates per IPC message (deliveries and history chunks), so no message gets huge. */
 export const CLUSTER_CHUNK = 500;
 /** How long a worker waits for an answer from the primary (reset by each history chunk). */
 export const CLUSTER_REQUEST_TIMEOUT = 10_000;
+/**
+ * How long the primary waits for each worker's metrics during a scrape: a worker whose event loop
+ * is stuck must not hang the scrape (its numbers are left out; the answered-workers gauge says so).
+ */
+export const CLUSTER_METRICS_TIMEOUT = 1_000;
 
 /** Ops carried by an IPC message, or null when the message is not ours. */
 export function clusterOps(message: unknown): Array<{ t: string }> | null {
@@ -237,7 +255,7 @@ export interface ClusterPrimaryRelayOptions {
   logger?: Logger | undefined;
   /** Batch the ops of one event-loop turn into one IPC message. Default true. */
   batch?: boolean | undefined;
-  /** How often history size and health are checked and pushed to workers when changed (ms). Default 500. */
+  /** How often history size and health are checked and pushed to workers when changed (ms). Default 100. */
   statusInterval?: number | undefined;
   /**
    * Most IPC messages queued for a worker that does not read them (each carries up to
@@ -249,6 +267,13 @@ export interface ClusterPrimaryRelayOptions {
    * primary's memory would grow without bound. The cluster kills and restarts the worker.
    */
   onStuck?: ((key: number) => void) | undefined;
+  /** How long a scrape waits for each worker's metrics (ms). Default {@link CLUSTER_METRICS_TIMEOUT}. */
+  metricsTimeout?: number | undefined;
+  /**
+   * The cluster's own gauges for scrapes: workers configured and restarted. Default: the workers
+   * attached now, no restarts.
+   */
+  clusterMetrics?: (() => { workers: number; restarts: number }) | undefined;
 }
 
 interface Peer {
@@ -261,6 +286,10 @@ interface Peer {
   readonly records: Map<string, SubscriptionRecord>;
   readonly unsubscribe: Array<() => void>;
   stuck: boolean;
+  /** Subscriber connections this worker holds, by client address (for the connection limits). */
+  readonly conns: Map<string, number>;
+  /** Scrapes waiting for this worker's snapshot, by request id. */
+  readonly snapshotWaiters: Map<number, (s: MetricsSnapshot | null) => void>;
 }
 
 function recordKey(r: SubscriptionRecord): string {
@@ -281,7 +310,12 @@ export class ClusterPrimaryRelay {
   private readonly statusInterval: number;
   private readonly maxBacklog: number;
   private readonly onStuck: ((key: number) => void) | undefined;
+  private readonly metricsTimeout: number;
+  private readonly clusterMetrics: (() => { workers: number; restarts: number }) | undefined;
   private readonly peers = new Map<number, Peer>();
+  private nextSnapshotId = 1;
+  /** Updates the real transport delivered and this relay broadcast: the hub's `mercure_updates_total`. */
+  private relayed = 0;
   private nextKey = 1;
   private statusTimer: NodeJS.Timeout | null = null;
   private lastSize = -1;
@@ -297,9 +331,12 @@ export class ClusterPrimaryRelay {
     this.transport = transport;
     this.log = options.logger ?? silent;
     this.batch = options.batch ?? true;
-    this.statusInterval = options.statusInterval ?? 500;
+    // Workers answer readiness probes from the last status pushed: keep it fresh.
+    this.statusInterval = options.statusInterval ?? 100;
     this.maxBacklog = options.maxBacklog ?? 4000;
     this.onStuck = options.onStuck;
+    this.metricsTimeout = options.metricsTimeout ?? CLUSTER_METRICS_TIMEOUT;
+    this.clusterMetrics = options.clusterMetrics;
   }
 
   /** Starts the real transport; its deliveries are broadcast to the workers from now on. */
@@ -322,7 +359,17 @@ export class ClusterPrimaryRelay {
    */
   attach(port: IpcPort): number {
     const key = this.nextKey++;
-    const peer: Peer = { key, port, out: new Outbox(port, this.batch), live: false, records: new Map(), unsubscribe: [], stuck: false };
+    const peer: Peer = {
+      key,
+      port,
+      out: new Outbox(port, this.batch),
+      live: false,
+      records: new Map(),
+      unsubscribe: [],
+      stuck: false,
+      conns: new Map(),
+      snapshotWaiters: new Map(),
+    };
     this.peers.set(key, peer);
     peer.unsubscribe.push(
       port.onMessage((m) => {
@@ -342,6 +389,9 @@ export class ClusterPrimaryRelay {
     peer.live = false;
     peer.out.clear();
     for (const u of peer.unsubscribe) u();
+    this.dropConnections(peer);
+    for (const w of [...peer.snapshotWaiters.values()]) w(null);
+    peer.snapshotWaiters.clear();
     const records = [...peer.records.values()];
     peer.records.clear();
     if (records.length > 0) {
@@ -430,6 +480,7 @@ export class ClusterPrimaryRelay {
   }
 
   private broadcast(u: StoredUpdate): void {
+    this.relayed++;
     if (u.seq > this.lastSeq) this.lastSeq = u.seq;
     if (this.deliveryWaiters.length > 0) this.checkWaiters();
     let w: Wire | null = null;
@@ -460,6 +511,9 @@ export class ClusterPrimaryRelay {
         if (this.peers.has(peer.key)) peer.out.post(v === undefined ? { t: 'ok', i } : { t: 'ok', i, v });
       },
       (err: unknown) => {
+        // A failure usually means the backend just went away: every worker's readiness probe
+        // must say so now, not at the next status tick (the status goes out before the error).
+        this.pushStatus();
         if (this.peers.has(peer.key)) peer.out.post({ t: 'err', i, m: errorMessage(err) });
       },
     );
@@ -472,10 +526,18 @@ export class ClusterPrimaryRelay {
         if (this.closed) return peer.out.post({ t: 'err', i: op.i, m: 'transport closed' });
         this.answer(peer, op.i, this.dispatch(updateFromWire(op.u)));
         return;
-      case 'hello':
+      case 'hello': {
         peer.live = true;
         peer.out.post({ t: 'welcome', name: t.name, size: t.historySize(), health: t.health() });
+        // A worker (re)started while others hold connections starts from their count.
+        const held = new Map<string, number>();
+        for (const other of this.peers.values()) {
+          if (other === peer) continue;
+          for (const [ip, n] of other.conns) held.set(ip, (held.get(ip) ?? 0) + n);
+        }
+        if (held.size > 0) peer.out.post({ t: 'lim', c: [...held] });
         return;
+      }
       case 'hist': {
         // Deliveries queued so far go first, as they were delivered before the read.
         peer.out.flush();
@@ -523,10 +585,89 @@ export class ClusterPrimaryRelay {
         return;
       case 'bye':
         peer.live = false;
+        // Its subscribers are being sent away: they may reconnect to the other workers now.
+        this.dropConnections(peer);
         return;
+      case 'lim': {
+        if (!peer.live) return;
+        const c = op.c && op.c.length > 0 ? op.c : undefined;
+        const r = op.r && op.r.length > 0 ? op.r : undefined;
+        if (c) {
+          for (const [ip, d] of c) {
+            const n = (peer.conns.get(ip) ?? 0) + d;
+            if (n > 0) peer.conns.set(ip, n);
+            else peer.conns.delete(ip);
+          }
+        }
+        if (c || r) this.toOthers(peer, { t: 'lim', ...(c ? { c } : {}), ...(r ? { r } : {}) });
+        return;
+      }
+      case 'mx':
+        this.answer(peer, op.i, this.metrics({ key: peer.key, snapshot: op.s }));
+        return;
+      case 'msr': {
+        const waiter = peer.snapshotWaiters.get(op.i);
+        if (!waiter) return;
+        peer.snapshotWaiters.delete(op.i);
+        waiter(op.s);
+        return;
+      }
       default:
         return;
     }
+  }
+
+  private toOthers(from: Peer, op: PrimaryOp): void {
+    for (const other of this.peers.values()) if (other !== from && other.live) other.out.post(op);
+  }
+
+  /** Tells the other workers that the connections of `peer` are gone. */
+  private dropConnections(peer: Peer): void {
+    if (peer.conns.size === 0) return;
+    const c: Array<[string, number]> = [...peer.conns].map(([ip, n]) => [ip, -n]);
+    peer.conns.clear();
+    this.toOthers(peer, { t: 'lim', c });
+  }
+
+  /** One worker's metrics snapshot, or null if it does not answer within the metrics timeout. */
+  private askSnapshot(peer: Peer): Promise<MetricsSnapshot | null> {
+    return new Promise((resolve) => {
+      const i = this.nextSnapshotId++;
+      const timer = setTimeout(() => {
+        peer.snapshotWaiters.delete(i);
+        resolve(null);
+      }, this.metricsTimeout);
+      peer.snapshotWaiters.set(i, (s) => {
+        clearTimeout(timer);
+        resolve(s);
+      });
+      peer.out.post({ t: 'ms', i });
+    });
+  }
+
+  /**
+   * Prometheus text for the whole hub: every live worker's numbers merged (counters, gauges and
+   * histograms summed; see mergeSnapshots), with what belongs to the one shared transport
+   * (history size, readiness, updates relayed) taken once, from here. `from` is the worker that
+   * asked, whose snapshot came with the request. Workers that do not answer within the metrics
+   * timeout are left out, which `quicksilver_metrics_workers_answered` shows.
+   */
+  async metrics(from?: { key: number; snapshot: MetricsSnapshot }): Promise<string> {
+    const others = [...this.peers.values()].filter((p) => p.live && p.key !== from?.key);
+    const answers = await Promise.all(others.map((p) => this.askSnapshot(p)));
+    const parts = answers.filter((s): s is MetricsSnapshot => s !== null);
+    if (from) parts.unshift(from.snapshot);
+    const merged = mergeSnapshots(parts, {
+      historySize: this.transport.historySize(),
+      transportReady: this.transport.health().ready,
+      updatesTotal: this.relayed,
+    });
+    // The primary is part of the hub's footprint too.
+    const mem = process.memoryUsage();
+    merged.residentMemoryBytes += mem.rss;
+    merged.heapUsedBytes += mem.heapUsed;
+    const cluster = this.clusterMetrics?.() ?? { workers: this.peers.size, restarts: 0 };
+    return renderSnapshot(merged, { ...cluster, answered: parts.length });
   }
 
   /** Every worker's subscriptions; the real transport's (all machines) when it keeps presence. */
@@ -563,6 +704,13 @@ export interface ClusterWorkerTransportOptions {
   batch?: boolean | undefined;
   /** Called once if the channel to the primary closes while the transport is open. */
   onPrimaryLost?: (() => void) | undefined;
+  /** This worker's metrics, which the primary asks for when another worker is scraped. */
+  metrics?: (() => MetricsSnapshot | null) | undefined;
+  /**
+   * Changes to the protective limits made by the other workers: connections opened (+) and
+   * closed (−) by client address, publish-rate tokens taken by key.
+   */
+  onPeerLimits?: ((connections: LimitChanges, takes: LimitChanges) => void) | undefined;
 }
 
 interface Request {
@@ -583,6 +731,12 @@ export class ClusterWorkerTransport implements Transport {
   private readonly timeout: number;
   private readonly batch: boolean;
   private readonly onPrimaryLost: (() => void) | undefined;
+  private readonly metricsSource: (() => MetricsSnapshot | null) | undefined;
+  private readonly onPeerLimits: ((connections: LimitChanges, takes: LimitChanges) => void) | undefined;
+  /** Limit changes made here during this event-loop turn, sent as one `lim` op. */
+  private pendingConns = new Map<string, number>();
+  private pendingTakes = new Map<string, number>();
+  private limitsScheduled = false;
   private out: Outbox | null = null;
   private realName = 'cluster';
   private deliverFn: ((u: StoredUpdate) => void) | null = null;
@@ -604,6 +758,8 @@ export class ClusterWorkerTransport implements Transport {
     this.timeout = options.timeout ?? CLUSTER_REQUEST_TIMEOUT;
     this.batch = options.batch ?? true;
     this.onPrimaryLost = options.onPrimaryLost;
+    this.metricsSource = options.metrics;
+    this.onPeerLimits = options.onPeerLimits;
   }
 
   /** The primary's transport name (`memory`, `lmdb`…), once started. */
@@ -727,6 +883,24 @@ export class ClusterWorkerTransport implements Transport {
         this.size = op.size;
         this.primaryHealth = op.health;
         return;
+      case 'ms': {
+        if (this.closed || this.lost || !this.out) return;
+        let snapshot: MetricsSnapshot | null = null;
+        try {
+          snapshot = this.metricsSource?.() ?? null;
+        } catch (err) {
+          this.log.warn({ err }, 'cluster transport: could not take a metrics snapshot');
+        }
+        this.out.post({ t: 'msr', i: op.i, s: snapshot });
+        return;
+      }
+      case 'lim':
+        try {
+          this.onPeerLimits?.(op.c ?? [], op.r ?? []);
+        } catch (err) {
+          this.log.error({ err }, 'cluster transport: limits callback threw');
+        }
+        return;
       default:
         return;
     }
@@ -775,6 +949,44 @@ export class ClusterWorkerTransport implements Transport {
   async listSubscriptions(): Promise<SubscriptionRecord[]> {
     const i = this.nextId++;
     return (await this.request({ t: 'list', i }, i)) as SubscriptionRecord[];
+  }
+
+  /**
+   * The whole hub's metrics (Prometheus text), merged by the primary from every worker's
+   * snapshot; `own` is this worker's, sent along so that the primary need not ask for it.
+   */
+  async metrics(own: MetricsSnapshot): Promise<string> {
+    const i = this.nextId++;
+    return (await this.request({ t: 'mx', i, s: own }, i)) as string;
+  }
+
+  /** A subscriber connection from `ip` opened (+1) or closed (−1) here: the other workers count it. */
+  shareConnection(ip: string, delta: number): void {
+    this.pendingConns.set(ip, (this.pendingConns.get(ip) ?? 0) + delta);
+    this.scheduleLimits();
+  }
+
+  /** A publish-rate token for `key` was taken here: the other workers take it too. */
+  shareTake(key: string): void {
+    this.pendingTakes.set(key, (this.pendingTakes.get(key) ?? 0) + 1);
+    this.scheduleLimits();
+  }
+
+  private scheduleLimits(): void {
+    if (this.limitsScheduled) return;
+    this.limitsScheduled = true;
+    // Several connections or publishes in one turn travel as one op, with opposite deltas netted.
+    setImmediate(() => {
+      this.limitsScheduled = false;
+      const c = [...this.pendingConns].filter(([, d]) => d !== 0);
+      const r = [...this.pendingTakes];
+      this.pendingConns = new Map();
+      this.pendingTakes = new Map();
+      if (this.closed || this.lost || !this.out || (c.length === 0 && r.length === 0)) return;
+      this.out.post({ t: 'lim', ...(c.length > 0 ? { c } : {}), ...(r.length > 0 ? { r } : {}) });
+      // Now, not a turn later: the other workers decide on their own books meanwhile.
+      this.out.flush();
+    });
   }
 
   /**
