@@ -198,9 +198,24 @@ async function runPrimary(config: Config, options: ClusterOptions): Promise<Runn
         }
       }
     });
-    // Without a listener, an IPC error on this worker would crash the primary.
-    worker.on('error', (err) => log.warn({ err, worker: worker.id }, 'worker IPC error'));
-    worker.on('exit', (code, signal) => {
+    let gone = false;
+    // Without a listener, an IPC error on this worker would crash the primary. A worker that
+    // could not even be spawned (EACCES, EAGAIN, ENOMEM) never emits 'exit': treat it as one,
+    // or startup would wait forever with nothing listening.
+    worker.on('error', (err: NodeJS.ErrnoException) => {
+      if (typeof err.syscall === 'string' && err.syscall.startsWith('spawn')) {
+        slot.fatal ??= `cannot start a worker process: ${err.message}`;
+        // Out of processes or memory may pass (exit 69: a supervisor retries); a binary this
+        // user may not execute will not.
+        slot.unavailable = err.code !== 'EACCES' && err.code !== 'ENOENT';
+        onExit(null, null);
+      } else {
+        log.warn({ err, worker: worker.id }, 'worker IPC error');
+      }
+    });
+    const onExit = (code: number | null, signal: string | null): void => {
+      if (gone) return;
+      gone = true;
       relay.detach(slot.relayKey);
       if (slot.worker === worker) slot.worker = null;
       exits.delete(exit);
@@ -226,7 +241,8 @@ async function runPrimary(config: Config, options: ClusterOptions): Promise<Runn
         fork(slot);
         log.info({ worker: slot.worker?.id, workerPid: slot.worker?.process.pid }, 'worker restarted');
       }, delay);
-    });
+    };
+    worker.on('exit', onExit);
   };
 
   const live = (): Worker[] => slots.flatMap((s) => (s.worker && !s.worker.isDead() ? [s.worker] : []));

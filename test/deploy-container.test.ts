@@ -40,6 +40,21 @@ interface Instruction {
 }
 
 /** Dockerfile syntax: comments, `\` continuations, one instruction per logical line. */
+/** The PATH entries every user can search (the directory and all its parents world-executable). */
+function searchableByAll(path: string): string {
+  const ok = (dir: string): boolean => {
+    for (let d = dir; ; d = dirname(d)) {
+      try {
+        if ((statSync(d).mode & 0o001) === 0) return false;
+      } catch {
+        return false;
+      }
+      if (d === dirname(d)) return true;
+    }
+  };
+  return path.split(':').filter((d) => d.startsWith('/') && ok(d)).join(':');
+}
+
 function parseContainerfile(text: string): Instruction[] {
   const out: Instruction[] = [];
   let stage = -1;
@@ -187,7 +202,9 @@ describe('deploy/Containerfile', () => {
       const child = spawn(asUser[0] ?? entry[0]!, [...asUser.slice(1), ...(asUser.length ? entry : entry.slice(1))], {
         cwd: app,
         env: {
-          PATH: process.env.PATH ?? '',
+          // The image's user must be able to run `node` (and the hub's workers, forked from the
+          // same binary): a Node installed under root's home (npx node@24) is not for it.
+          PATH: asUser.length ? searchableByAll(process.env.PATH ?? '') : process.env.PATH ?? '',
           ...env,
           ADDR: `127.0.0.1:${port}`,
           MERCURE_TRANSPORT_URL: transport,
