@@ -2,6 +2,7 @@
  * Publishing to any Mercure hub over HTTP: the TypeScript counterpart of symfony/mercure's
  * `HubInterface::publish()`. Uses only `fetch`, so it runs in Node ≥ 20, Deno, Bun and browsers.
  */
+import { bearerChallenge } from './bearer-challenge.js';
 import { resolveToken, type TokenSource } from './token-source.js';
 import { Update, type UpdateInit } from './update.js';
 
@@ -167,19 +168,6 @@ export function parseRetryAfter(value: string | null, now = Date.now()): number 
   if (/^\d+$/.test(v)) return Number(v) * 1000;
   const date = Date.parse(v);
   return Number.isNaN(date) ? undefined : Math.max(0, date - now);
-}
-
-/** The `error` and `error_description` of a `WWW-Authenticate: Bearer` challenge. */
-function bearerChallenge(value: string | null): { error?: string; description?: string } {
-  if (!value) return {};
-  const out: { error?: string; description?: string } = {};
-  const re = /(error|error_description)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))/gi;
-  for (let m = re.exec(value); m; m = re.exec(value)) {
-    const v = m[2] !== undefined ? m[2].replace(/\\(.)/g, '$1') : m[3]!;
-    if (m[1]!.toLowerCase() === 'error') out.error = v;
-    else out.description = v;
-  }
-  return out;
 }
 
 /** `headers` minus the names given (case-insensitively): the client's own values win. */

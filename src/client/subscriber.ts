@@ -11,6 +11,7 @@
  */
 import { discover, type Discovery, type HubLink } from './discovery.js';
 import { SseParser, type MercureEvent } from './sse.js';
+import { bearerChallenge } from './bearer-challenge.js';
 import { resolveToken, type TokenSource } from './token-source.js';
 
 export { SseParser } from './sse.js';
@@ -174,18 +175,6 @@ interface Listeners {
   message: Set<(event: MercureEvent) => void>;
   error: Set<(error: SubscribeError) => void>;
   open: Set<(event: OpenEvent) => void>;
-}
-
-function bearerChallenge(value: string | null): { error?: string; description?: string } {
-  if (!value) return {};
-  const out: { error?: string; description?: string } = {};
-  const re = /(error|error_description)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))/gi;
-  for (let m = re.exec(value); m; m = re.exec(value)) {
-    const v = m[2] !== undefined ? m[2].replace(/\\(.)/g, '$1') : m[3]!;
-    if (m[1]!.toLowerCase() === 'error') out.error = v;
-    else out.description = v;
-  }
-  return out;
 }
 
 function kindOf(status: number): SubscribeErrorKind {
