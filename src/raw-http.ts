@@ -235,7 +235,10 @@ export class RawResponse {
     // A never-ending event stream needs chunked framing; anything else closes the connection,
     // which keeps this path free of keep-alive bookkeeping.
     this.chunked = !hasLength && !this.head && !this.http10 && status !== 204 && status !== 304;
-    out += this.chunked ? 'Transfer-Encoding: chunked\r\nConnection: keep-alive\r\n' : 'Connection: close\r\n';
+    // This path closes the connection after every response, streams included: saying
+    // keep-alive made clients (undici) put an ended stream's socket back in their pool and lose
+    // the next request on it ("other side closed").
+    out += this.chunked ? 'Transfer-Encoding: chunked\r\nConnection: close\r\n' : 'Connection: close\r\n';
     this.headersSent = true;
     // The head, the opening comment and a replay are written in the same tick: one writev.
     this.corked = true;
