@@ -1,15 +1,15 @@
 #!/usr/bin/env node
 import { Writable } from 'node:stream';
 import { readFileSync } from 'node:fs';
-import { ClusterStartError, defaultWorkers, isClusterWorker, runCluster } from './cluster.js';
-import { configUsage, DEV_KEY, loadConfig, type Config } from './config.js';
-import { devBanner } from './dev-banner.js';
-import { createHub } from './handler.js';
-import { createLogger, type Logger } from './logger.js';
-import { serve } from './server.js';
-import { exitOnSignals, hubOptionsFromConfig, serveOptionsFromConfig } from './startup.js';
+import { ClusterStartError, defaultWorkers, isClusterWorker, runCluster } from './server/cluster.js';
+import { configUsage, DEV_KEY, loadConfig, type Config } from './config/index.js';
+import { devBanner } from './server/dev-banner.js';
+import { createHub } from './http/handler.js';
+import { createLogger, type Logger } from './observability/logger.js';
+import { serve } from './server/server.js';
+import { exitOnSignals, hubOptionsFromConfig, serveOptionsFromConfig } from './server/startup.js';
 import { createTransport } from './transports/index.js';
-import { runTokenCommand } from './token-command.js';
+import { runTokenCommand } from './commands/token.js';
 
 const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 

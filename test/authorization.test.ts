@@ -29,9 +29,9 @@ import {
   type AuthFailure,
   type AuthorizerOptions,
   type Grants,
-} from '../src/authorization.js';
-import type { JwtAlgorithm } from '../src/options.js';
-import type { Logger } from '../src/logger.js';
+} from '../src/auth/authorization.js';
+import type { JwtAlgorithm } from '../src/http/options.js';
+import type { Logger } from '../src/observability/logger.js';
 
 const HUB = 'https://hub.example.com/.well-known/mercure';
 const SECRET = '!ChangeThisMercureHubJWTSecretKey!';

@@ -5,13 +5,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cgroupCpuQuota, defaultWorkerCount } from '../src/cpus.js';
-import { Metrics, type MetricsSnapshot } from '../src/metrics.js';
-import type { SubscriptionRecord, Transport } from '../src/transport.js';
-import { TransportUnavailableError } from '../src/transport.js';
-import { ClusterPrimaryRelay, ClusterWorkerTransport, type IpcPort } from '../src/transports/cluster.js';
+import { cgroupCpuQuota, defaultWorkerCount } from '../src/config/cpus.js';
+import { Metrics, type MetricsSnapshot } from '../src/observability/metrics.js';
+import type { SubscriptionRecord, Transport } from '../src/core/transport.js';
+import { TransportUnavailableError } from '../src/core/transport.js';
+import { ClusterPrimaryRelay, ClusterWorkerTransport, type IpcPort } from '../src/transports/cluster/index.js';
 import { MemoryTransport } from '../src/transports/memory.js';
-import { createUpdate, type StoredUpdate } from '../src/update.js';
+import { createUpdate, type StoredUpdate } from '../src/core/update.js';
 import { legacyToken, sleep, SseClient } from './helpers.js';
 import { freePort, startHubProcess, waitUntil, type HubProcess } from './process-helpers.js';
 import { transportConformance } from './transport-conformance.js';
@@ -381,7 +381,7 @@ beforeAll(async () => {
   } catch {
     // Type errors elsewhere do not stop tsc from emitting; the output is what matters.
   }
-  expect(fs.existsSync(path.join(outDir, 'cluster.js'))).toBe(true);
+  expect(fs.existsSync(path.join(outDir, 'server', 'cluster.js'))).toBe(true);
   // Resolve the compiled modules as ESM wherever the cache directory is.
   fs.writeFileSync(path.join(outDir, 'package.json'), '{"type":"module"}\n');
   publisherToken = await legacyToken({ publish: ['*'], subscribe: ['*'] }, KEY);

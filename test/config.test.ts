@@ -13,8 +13,8 @@ import {
   parseSize,
   type Config,
   type ConfigResult,
-} from '../src/config.js';
-import { cgroupCpuQuota, defaultWorkerCount } from '../src/cpus.js';
+} from '../src/config/index.js';
+import { cgroupCpuQuota, defaultWorkerCount } from '../src/config/cpus.js';
 
 const SECRET = 'x'.repeat(32);
 const SECRET2 = 'y'.repeat(32);

@@ -6,9 +6,9 @@
  * over real sockets by replay.test.ts and delivery-property.test.ts; here the sink is a recorder.
  */
 import { describe, expect, it } from 'vitest';
-import { DeliveryBatch, FrameRun } from '../src/delivery-batch.js';
-import { Subscriber, type SubscriberSink } from '../src/subscriber.js';
-import type { StoredUpdate } from '../src/update.js';
+import { DeliveryBatch, FrameRun } from '../src/core/delivery-batch.js';
+import { Subscriber, type SubscriberSink } from '../src/core/subscriber.js';
+import type { StoredUpdate } from '../src/core/update.js';
 
 class RecordingSink implements SubscriberSink {
   writes: Buffer[] = [];

@@ -11,11 +11,11 @@
 import fc from 'fast-check';
 import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Authorizer, type Grants } from '../src/authorization.js';
-import { Hub } from '../src/hub.js';
-import { createLogger } from '../src/logger.js';
-import { Subscriber, type SubscriberSink } from '../src/subscriber.js';
-import { selectorMatcher, typedMatcher, type Matcher } from '../src/topic-matcher.js';
+import { Authorizer, type Grants } from '../src/auth/authorization.js';
+import { Hub } from '../src/core/hub.js';
+import { createLogger } from '../src/observability/logger.js';
+import { Subscriber, type SubscriberSink } from '../src/core/subscriber.js';
+import { selectorMatcher, typedMatcher, type Matcher } from '../src/core/topic-matcher.js';
 import { MemoryTransport } from '../src/transports/memory.js';
 import { KEY, legacyToken, publish, SseClient, startHub, SUB_KEY, subscribeUrl, type TestHub } from './helpers.js';
 import {

@@ -1,7 +1,7 @@
 import http from 'node:http';
 import { SignJWT } from 'jose';
 import { createHub, serve, type HubOptions, type QuicksilverHub, type RunningServer } from '../src/index.js';
-import { createLogger } from '../src/logger.js';
+import { createLogger } from '../src/observability/logger.js';
 
 export const KEY = '!ChangeThisMercureHubJWTSecretKey!';
 export const SUB_KEY = 'subscriber-secret-key-for-tests-only!!';

@@ -7,7 +7,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { jwtVerify } from 'jose';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createHub } from '../src/index.js';
-import { createLogger } from '../src/logger.js';
+import { createLogger } from '../src/observability/logger.js';
 import { Publisher } from '../src/client/publisher.js';
 import { createPublisherToken, createSubscriberToken } from '../src/client/token.js';
 import { mercure, mercureHook, mercureHub } from '../src/integrations/fastify.js';

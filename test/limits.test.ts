@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { ConnectionLimiter, RateLimiter } from '../src/limits.js';
+import { ConnectionLimiter, RateLimiter } from '../src/http/limits.js';
 import { legacyToken, publish, SseClient, startHub, subscribeUrl } from './helpers.js';
-import { loadConfig } from '../src/config.js';
+import { loadConfig } from '../src/config/index.js';
 
 describe('protective limits', () => {
   it('refuses subscribers beyond the per-address limit with 429, and frees slots on disconnect', async () => {

@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { TransportUnavailableError } from '../src/transport.js';
+import { TransportUnavailableError } from '../src/core/transport.js';
 import {
   LmdbTransport,
   LMDB_DEFAULT_MAX_AGE,
@@ -14,7 +14,7 @@ import {
   parseDuration,
   type LmdbTransportOptions,
 } from '../src/transports/lmdb.js';
-import { createUpdate, type StoredUpdate } from '../src/update.js';
+import { createUpdate, type StoredUpdate } from '../src/core/update.js';
 import { transportConformance } from './transport-conformance.js';
 
 const ROOT = fs.mkdtempSync(path.join(os.tmpdir(), 'quicksilver-lmdb-'));

@@ -1,6 +1,6 @@
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { createLogger } from '../src/logger.js';
+import { createLogger } from '../src/observability/logger.js';
 import { KEY, legacyToken, publish, SseClient, sleep, startHub, subscribeUrl } from './helpers.js';
 
 describe('structured logs', () => {

@@ -5,7 +5,7 @@ transportConformance('memory', async (o) => new MemoryTransport({ size: o?.size 
 
 import { describe, expect, it } from 'vitest';
 import { createTransport } from '../src/transports/index.js';
-import { createLogger } from '../src/logger.js';
+import { createLogger } from '../src/observability/logger.js';
 
 describe('memory:// URLs', () => {
   it('take a size and a max_age duration', async () => {

@@ -6,10 +6,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, nanos } from 'nats';
 import { afterAll, describe, expect, it } from 'vitest';
-import { createLogger } from '../src/logger.js';
-import { TransportUnavailableError, type SubscriptionRecord } from '../src/transport.js';
-import { NatsTransport, natsTransportFromUrl, type NatsTransportOptions } from '../src/transports/nats.js';
-import { createUpdate, type StoredUpdate } from '../src/update.js';
+import { createLogger } from '../src/observability/logger.js';
+import { TransportUnavailableError, type SubscriptionRecord } from '../src/core/transport.js';
+import { NatsTransport, natsTransportFromUrl, type NatsTransportOptions } from '../src/transports/nats/index.js';
+import { createUpdate, type StoredUpdate } from '../src/core/update.js';
 import { transportConformance } from './transport-conformance.js';
 
 const HOST = '127.0.0.1';

@@ -2,9 +2,9 @@ import net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { TransportUnavailableError, type SubscriptionRecord } from '../src/transport.js';
+import { TransportUnavailableError, type SubscriptionRecord } from '../src/core/transport.js';
 import { parseDuration, PostgresTransport, postgresTransportFromUrl, type PostgresTransportOptions } from '../src/transports/postgres.js';
-import { createUpdate, type StoredUpdate } from '../src/update.js';
+import { createUpdate, type StoredUpdate } from '../src/core/update.js';
 import { transportConformance } from './transport-conformance.js';
 
 const HOST = '127.0.0.1';

@@ -7,10 +7,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
-import type { Logger } from '../src/logger.js';
-import { TransportUnavailableError, type SubscriptionRecord, type Transport } from '../src/transport.js';
+import type { Logger } from '../src/observability/logger.js';
+import { TransportUnavailableError, type SubscriptionRecord, type Transport } from '../src/core/transport.js';
 import { RedisTransport, redisTransportFromUrl, type RedisTransportOptions } from '../src/transports/redis.js';
-import { createUpdate, type StoredUpdate } from '../src/update.js';
+import { createUpdate, type StoredUpdate } from '../src/core/update.js';
 import { legacyToken, publish, SseClient, startHub } from './helpers.js';
 import { transportConformance } from './transport-conformance.js';
 

@@ -9,7 +9,7 @@ import express from 'express';
 import Fastify from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHub, serve } from '../src/index.js';
-import { createLogger } from '../src/logger.js';
+import { createLogger } from '../src/observability/logger.js';
 import { KEY, legacyToken, publish, SseClient, sleep, startHub, subscribeUrl } from './helpers.js';
 import { startHubProcess, waitUntil } from './process-helpers.js';
 

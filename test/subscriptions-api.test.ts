@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { subscriptionTopic } from '../src/subscription.js';
+import { subscriptionTopic } from '../src/core/subscription.js';
 import { accessToken, legacyToken, SseClient, sleep, startHub, SUB_KEY, subscribeUrl, type TestHub } from './helpers.js';
 
 let h: TestHub;

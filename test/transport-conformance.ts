@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import type { Transport } from '../src/transport.js';
-import { createUpdate, type StoredUpdate } from '../src/update.js';
+import type { Transport } from '../src/core/transport.js';
+import { createUpdate, type StoredUpdate } from '../src/core/update.js';
 
 /**
  * The contract every transport must keep, run against each implementation. `make` returns a

@@ -11,9 +11,9 @@ import { jwtVerify } from 'jose';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHub, serve, type HubOptions, type QuicksilverHub } from '../src/index.js';
-import type { Request, Response } from '../src/http-util.js';
-import { createLogger } from '../src/logger.js';
-import { createUiHandler } from '../src/ui.js';
+import type { Request, Response } from '../src/http/http-util.js';
+import { createLogger } from '../src/observability/logger.js';
+import { createUiHandler } from '../src/http/ui.js';
 import { describeBrowser, launchBrowser } from './browser.js';
 import { KEY, legacyToken, SseClient } from './helpers.js';
 

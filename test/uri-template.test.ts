@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { compileUriTemplate } from '../src/uri-template.js';
+import { compileUriTemplate } from '../src/core/uri-template.js';
 
 // ---------------------------------------------------------------------------------------------
 // Reference expander (RFC 6570 appendix A), independent from the compiler: the property tests

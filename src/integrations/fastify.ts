@@ -13,8 +13,8 @@
  * ```
  */
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest, HTTPMethods, onRequestHookHandler } from 'fastify';
-import { createHub, type QuicksilverHub } from '../handler.js';
-import type { HubOptions } from '../options.js';
+import { createHub, type QuicksilverHub } from '../http/handler.js';
+import type { HubOptions } from '../http/options.js';
 import { checkMercureOptions, mercureHeaders, type MercureOptions, type MercureRequestState } from './common.js';
 
 export type { MercureGrant, MercureOptions, MercureRequestState } from './common.js';

@@ -1,6 +1,6 @@
-import { urlDuration } from '../duration.js';
-import type { Logger } from '../logger.js';
-import type { Transport } from '../transport.js';
+import { urlDuration } from '../util/duration.js';
+import type { Logger } from '../observability/logger.js';
+import type { Transport } from '../core/transport.js';
 import { MemoryTransport } from './memory.js';
 
 /**
@@ -42,7 +42,7 @@ export async function createTransport(url: string, logger: Logger): Promise<Tran
       return postgresTransportFromUrl(u, logger);
     }
     case 'nats': {
-      const { natsTransportFromUrl } = await import('./nats.js');
+      const { natsTransportFromUrl } = await import('./nats/index.js');
       return natsTransportFromUrl(u, logger);
     }
     case 'redis':

@@ -1,12 +1,12 @@
 import { createHash } from 'node:crypto';
-import { parseDuration as parseDurationMs } from '../duration.js';
+import { parseDuration as parseDurationMs } from '../util/duration.js';
 import fs from 'node:fs';
 import os from 'node:os';
 import nodePath from 'node:path';
 import { open, type Database, type RootDatabase } from 'lmdb';
-import type { Logger } from '../logger.js';
-import { TransportUnavailableError, type Transport, type TransportHealth } from '../transport.js';
-import type { StoredUpdate, Update } from '../update.js';
+import type { Logger } from '../observability/logger.js';
+import { TransportUnavailableError, type Transport, type TransportHealth } from '../core/transport.js';
+import type { StoredUpdate, Update } from '../core/update.js';
 
 export interface LmdbTransportOptions {
   /**

@@ -1,5 +1,5 @@
-import type { StoredUpdate, Update } from '../update.js';
-import type { Transport, TransportHealth } from '../transport.js';
+import type { StoredUpdate, Update } from '../core/update.js';
+import type { Transport, TransportHealth } from '../core/transport.js';
 
 export interface MemoryTransportOptions {
   /** Most updates kept for replay; the oldest are dropped first. Default 10 000; 0 keeps none. */

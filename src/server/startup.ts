@@ -1,8 +1,8 @@
-import { DEV_KEY, type Config } from './config.js';
-import type { Logger } from './logger.js';
-import type { HubOptions } from './options.js';
+import { DEV_KEY, type Config } from '../config/index.js';
+import type { Logger } from '../observability/logger.js';
+import type { HubOptions } from '../http/options.js';
 import type { ServeOptions } from './server.js';
-import { loadOpenTelemetryTracer } from './tracing.js';
+import { loadOpenTelemetryTracer } from '../observability/tracing.js';
 
 /**
  * What the single-process CLI and every cluster worker build a hub from, so that both start the

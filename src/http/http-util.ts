@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import type { TLSSocket } from 'node:tls';
-import { HUB_PATH } from './subscription.js';
+import { HUB_PATH } from '../core/subscription.js';
 
 /** Both HTTP/1.1 and HTTP/2 (compatibility API) requests and responses are served by one code path. */
 export type Request = IncomingMessage | Http2ServerRequest;

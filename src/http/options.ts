@@ -1,6 +1,6 @@
-import type { Transport } from './transport.js';
-import type { Logger } from './logger.js';
-import type { TracerLike } from './tracing.js';
+import type { Transport } from '../core/transport.js';
+import type { Logger } from '../observability/logger.js';
+import type { TracerLike } from '../observability/tracing.js';
 
 /** JWS algorithms a key can be pinned to. */
 export type JwtAlgorithm =

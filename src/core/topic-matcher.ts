@@ -1,6 +1,6 @@
 import { URLPattern as URLPatternPolyfill } from 'urlpattern-polyfill/urlpattern';
 import { compileUriTemplate } from './uri-template.js';
-import { LruCache } from './lru-cache.js';
+import { LruCache } from '../util/lru-cache.js';
 
 /**
  * How a matcher string is interpreted.

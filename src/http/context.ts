@@ -1,6 +1,6 @@
-import type { Authorizer } from './authorization.js';
-import type { Hub } from './hub.js';
-import type { Logger } from './logger.js';
+import type { Authorizer } from '../auth/authorization.js';
+import type { Hub } from '../core/hub.js';
+import type { Logger } from '../observability/logger.js';
 import type { ConnectionLimiter, RateLimiter } from './limits.js';
 
 /** Settings after defaults, as the HTTP layer reads them on every request. */

@@ -25,10 +25,10 @@ import {
   type JWTPayload,
   type JWTVerifyGetKey,
 } from 'jose';
-import { isMatcherType, MatcherError, selectorMatcher, typedMatcher, type Matcher } from './topic-matcher.js';
-import { LruCache } from './lru-cache.js';
-import type { Logger } from './logger.js';
-import { JWT_ALGORITHMS, type IssuerOptions, type JwtAlgorithm, type KeyOptions } from './options.js';
+import { isMatcherType, MatcherError, selectorMatcher, typedMatcher, type Matcher } from '../core/topic-matcher.js';
+import { LruCache } from '../util/lru-cache.js';
+import type { Logger } from '../observability/logger.js';
+import { JWT_ALGORITHMS, type IssuerOptions, type JwtAlgorithm, type KeyOptions } from '../http/options.js';
 
 export type Role = 'publisher' | 'subscriber';
 

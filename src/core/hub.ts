@@ -1,15 +1,15 @@
-import { canSubscribe } from './authorization.js';
+import { canSubscribe } from '../auth/authorization.js';
 import { DeliveryBatch } from './delivery-batch.js';
-import type { Logger } from './logger.js';
-import { LruCache } from './lru-cache.js';
-import { Metrics } from './metrics.js';
+import type { Logger } from '../observability/logger.js';
+import { LruCache } from '../util/lru-cache.js';
+import { Metrics } from '../observability/metrics.js';
 import { serializeUpdate } from './sse.js';
 import type { DisconnectReason, Subscriber, SubscriberOwner } from './subscriber.js';
 import { subscriptionEventData, subscriptionTopic } from './subscription.js';
 import { TopicIndex } from './topic-index.js';
 import type { SubscriptionRecord, Transport } from './transport.js';
 import { createUpdate, type StoredUpdate, type Update } from './update.js';
-import { uuidv7 } from './uuid.js';
+import { uuidv7 } from '../util/uuid.js';
 
 export interface HubCoreOptions {
   transport: Transport;

@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { SignJWT } from 'jose';
 import { DEMO_PATH, handleDemo } from './demo.js';
 import { hubUrl, send, type Request, type Response } from './http-util.js';
-import { HUB_PATH } from './subscription.js';
+import { HUB_PATH } from '../core/subscription.js';
 
 export const UI_PATH = `${HUB_PATH}/ui`;
 
@@ -60,7 +60,7 @@ interface Asset {
 
 export function createUiHandler(options: UiOptions): UiHandler {
   const enabled = options.ui || options.demo;
-  const dir = options.directory ?? fileURLToPath(new URL('../ui/', import.meta.url));
+  const dir = options.directory ?? fileURLToPath(new URL('../../ui/', import.meta.url));
   const assets = new Map<string, Asset | null>();
   let devToken: Promise<string | undefined> | undefined;
 

@@ -1,4 +1,4 @@
-import { HUB_PATH } from './subscription.js';
+import { HUB_PATH } from '../core/subscription.js';
 
 /** RFC 9728 location of the metadata for the hub URL `/.well-known/mercure`. */
 export const RESOURCE_METADATA_PATH = `/.well-known/oauth-protected-resource${HUB_PATH}`;

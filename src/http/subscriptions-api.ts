@@ -1,10 +1,10 @@
-import { canSubscribe } from './authorization.js';
+import { canSubscribe } from '../auth/authorization.js';
 import { authenticate, isAuthProblem } from './authenticate.js';
 import { sendAuthProblem } from './auth-response.js';
 import type { HubContext } from './context.js';
 import { header, hubUrl, origin, send, type Request, type Response } from './http-util.js';
-import { subscriptionDocument, SUBSCRIPTIONS_PATH } from './subscription.js';
-import type { SubscriptionRecord } from './transport.js';
+import { subscriptionDocument, SUBSCRIPTIONS_PATH } from '../core/subscription.js';
+import type { SubscriptionRecord } from '../core/transport.js';
 
 type Route =
   | { version: 7 | 8 | null; scope: 'all' }

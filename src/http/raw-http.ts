@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type http from 'node:http';
 import type net from 'node:net';
-import { HUB_PATH } from './subscription.js';
+import { HUB_PATH } from '../core/subscription.js';
 
 /**
  * HTTP/1.1 subscriptions served straight from the socket. node:http keeps a request, a response

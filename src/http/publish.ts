@@ -1,13 +1,13 @@
-import { canPublish } from './authorization.js';
+import { canPublish } from '../auth/authorization.js';
 import { authenticate, isAuthProblem } from './authenticate.js';
 import { sendAuthProblem } from './auth-response.js';
 import type { HubContext } from './context.js';
 import { originAllowed } from './cors.js';
 import { decodeUtf8, getAll, getFirst, has, parseForm } from './form.js';
 import { BodyTooLargeError, clientIp, header, hubUrl, origin, readBody, send, type Request, type Response } from './http-util.js';
-import { isReservedTopic } from './reserved-topic.js';
-import { hasForbiddenCharacter } from './topic-matcher.js';
-import { TransportUnavailableError } from './transport.js';
+import { isReservedTopic } from '../core/reserved-topic.js';
+import { hasForbiddenCharacter } from '../core/topic-matcher.js';
+import { TransportUnavailableError } from '../core/transport.js';
 
 /** Origin of a cookie-authenticated publish request, from Origin or else Referer. */
 function requestOrigin(req: Request): string | undefined {

@@ -17,12 +17,12 @@
  * The module is pure: the environment and the arguments are parameters, and the only I/O is
  * reading the config file, key files (`@/path`) and checking that TLS files are readable.
  */
-import { parseDuration } from './duration.js';
+import { parseDuration } from '../util/duration.js';
 import { accessSync, constants as fsConstants, readFileSync, statSync } from 'node:fs';
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { dirname, extname, resolve as resolvePath } from 'node:path';
-import { JWT_ALGORITHMS, type HubOptions, type IssuerOptions, type JwtAlgorithm, type KeyOptions } from './options.js';
-import type { LogLevel } from './logger.js';
+import { JWT_ALGORITHMS, type HubOptions, type IssuerOptions, type JwtAlgorithm, type KeyOptions } from '../http/options.js';
+import type { LogLevel } from '../observability/logger.js';
 import { defaultWorkerCount } from './cpus.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -107,7 +107,7 @@ export interface ConfigInput {
 // ---------------------------------------------------------------------------------------------
 
 
-export { parseDuration } from './duration.js';
+export { parseDuration } from '../util/duration.js';
 
 const SIZE_UNITS: Record<string, number> = {
   '': 1, b: 1,

@@ -3,9 +3,9 @@ import http from 'node:http';
 import http2 from 'node:http2';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
-import type { QuicksilverHub } from './handler.js';
-import { rawSubscribeFront } from './raw-http.js';
-import type { Logger } from './logger.js';
+import type { QuicksilverHub } from '../http/handler.js';
+import { rawSubscribeFront } from '../http/raw-http.js';
+import type { Logger } from '../observability/logger.js';
 
 export interface ServeOptions {
   /** `host:port`, `:port` (all interfaces) or `[::1]:port`. Port 0 picks a free one. */

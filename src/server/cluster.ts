@@ -1,16 +1,16 @@
 import cluster, { type Worker } from 'node:cluster';
 import type { ServerResponse } from 'node:http';
-import { DEV_KEY, type Config } from './config.js';
-import { defaultWorkerCount } from './cpus.js';
+import { DEV_KEY, type Config } from '../config/index.js';
+import { defaultWorkerCount } from '../config/cpus.js';
 import { devBanner } from './dev-banner.js';
-import { createHub, type QuicksilverHub, type RequestHandler } from './handler.js';
-import { send as sendHttp } from './http-util.js';
-import { ConnectionLimiter, RateLimiter } from './limits.js';
+import { createHub, type QuicksilverHub, type RequestHandler } from '../http/handler.js';
+import { send as sendHttp } from '../http/http-util.js';
+import { ConnectionLimiter, RateLimiter } from '../http/limits.js';
 import { exitOnSignals, hubOptionsFromConfig, serveOptionsFromConfig } from './startup.js';
-import type { Logger } from './logger.js';
+import type { Logger } from '../observability/logger.js';
 import { serve, type RunningServer } from './server.js';
-import { ClusterPrimaryRelay, ClusterWorkerTransport, clusterOps, workerPort } from './transports/cluster.js';
-import { createTransport } from './transports/index.js';
+import { ClusterPrimaryRelay, ClusterWorkerTransport, clusterOps, workerPort } from '../transports/cluster/index.js';
+import { createTransport } from '../transports/index.js';
 
 /*
  * `--workers N`: one primary process and N worker processes sharing the listening port

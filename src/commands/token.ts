@@ -1,9 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { importPKCS8, SignJWT } from 'jose';
-import { DEV_KEY, parseDuration } from './config.js';
-import { JWT_ALGORITHMS, type JwtAlgorithm } from './options.js';
-import { AUTHORIZATION_DETAIL_TYPE } from './resource-metadata.js';
+import { DEV_KEY, parseDuration } from '../config/index.js';
+import { JWT_ALGORITHMS, type JwtAlgorithm } from '../http/options.js';
+import { AUTHORIZATION_DETAIL_TYPE } from '../http/resource-metadata.js';
 
 const USAGE = `Usage: quicksilver token [options]
 

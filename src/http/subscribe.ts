@@ -18,8 +18,8 @@ import {
   type Response,
 } from './http-util.js';
 import { RawResponse } from './raw-http.js';
-import { COMMENT, retryFrame } from './sse.js';
-import { Subscriber, type SubscriberSink } from './subscriber.js';
+import { COMMENT, retryFrame } from '../core/sse.js';
+import { Subscriber, type SubscriberSink } from '../core/subscriber.js';
 import {
   hasForbiddenCharacter,
   isMatcherType,
@@ -27,8 +27,8 @@ import {
   selectorMatcher,
   typedMatcher,
   type Matcher,
-} from './topic-matcher.js';
-import type { SubscriptionRecord } from './transport.js';
+} from '../core/topic-matcher.js';
+import type { SubscriptionRecord } from '../core/transport.js';
 
 interface ParsedSubscription {
   version: 7 | 8;

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { urlDuration } from '../duration.js';
+import { urlDuration } from '../../util/duration.js';
 import {
   AckPolicy,
   connect,
@@ -23,14 +23,14 @@ import {
   type StreamInfo,
   type Subscription,
 } from 'nats';
-import type { Logger } from '../logger.js';
+import type { Logger } from '../../observability/logger.js';
 import {
   TransportUnavailableError,
   type SubscriptionRecord,
   type Transport,
   type TransportHealth,
-} from '../transport.js';
-import type { StoredUpdate, Update } from '../update.js';
+} from '../../core/transport.js';
+import type { StoredUpdate, Update } from '../../core/update.js';
 
 export interface NatsTransportOptions {
   /** NATS server(s): `host:port` or `nats://host:port`. Default `127.0.0.1:4222`. */

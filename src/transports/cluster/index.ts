@@ -1,16 +1,16 @@
 import type { Worker } from 'node:cluster';
-import type { LimitChanges } from '../limits.js';
-import type { Logger } from '../logger.js';
-import { mergeSnapshots, renderSnapshot, type MetricsSnapshot } from '../metrics.js';
-import { subscriptionEventData, subscriptionTopic } from '../subscription.js';
+import type { LimitChanges } from '../../http/limits.js';
+import type { Logger } from '../../observability/logger.js';
+import { mergeSnapshots, renderSnapshot, type MetricsSnapshot } from '../../observability/metrics.js';
+import { subscriptionEventData, subscriptionTopic } from '../../core/subscription.js';
 import {
   TransportUnavailableError,
   type SubscriptionRecord,
   type Transport,
   type TransportHealth,
-} from '../transport.js';
-import { createUpdate, type StoredUpdate, type Update } from '../update.js';
-import { uuidv7 } from '../uuid.js';
+} from '../../core/transport.js';
+import { createUpdate, type StoredUpdate, type Update } from '../../core/update.js';
+import { uuidv7 } from '../../util/uuid.js';
 
 /*
  * The worker cluster (`--workers N`): the primary process owns the real transport (LMDB, memory,

@@ -13,7 +13,7 @@
 import type { ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import { header, type Request, type Response } from './http-util.js';
-import { HUB_PATH } from './subscription.js';
+import { HUB_PATH } from '../core/subscription.js';
 
 export const DEMO_PATH = `${HUB_PATH}/ui/demo`;
 export const DEFAULT_COOKIE_NAME = 'mercureAuthorization';
