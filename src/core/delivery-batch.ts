@@ -1,5 +1,3 @@
-import type { Subscriber } from './subscriber.js';
-
 /**
  * A sequence of frames, as a node in a trie shared by all subscribers of one turn. Subscribers
  * that receive the same frames in the same order (a broadcast) end on the same node, so the
@@ -46,6 +44,17 @@ export class FrameRun {
 }
 
 /**
+ * What a batch writes to: a subscriber, seen only through the two members the batch needs, so
+ * that this file does not depend on subscriber.ts (which depends on it).
+ */
+export interface BatchTarget {
+  /** Frames of the current turn not written yet; null when the target is not in the batch. */
+  batched: FrameRun | null;
+  /** Writes the frames of `batched` and clears it. */
+  flushBatch(now: number): void;
+}
+
+/**
  * Frames delivered during one turn of the event loop, written to each subscriber in one piece
  * when the turn ends. Writing frame by frame costs a syscall per frame and per subscriber, which
  * is what bounds a broadcast once several updates arrive together; a turn adds no measurable
@@ -53,11 +62,11 @@ export class FrameRun {
  */
 export class DeliveryBatch {
   private root = new FrameRun(null, null);
-  private touched: Subscriber[] = [];
+  private touched: BatchTarget[] = [];
   private scheduled = false;
   private readonly flushBound = (): void => this.flush();
 
-  add(sub: Subscriber, frame: Buffer): void {
+  add(sub: BatchTarget, frame: Buffer): void {
     const run = sub.batched;
     if (run === null) {
       this.touched.push(sub);
