@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { TransportUnavailableError, type SubscriptionRecord } from '../src/core/transport.js';
-import { parseDuration, PostgresTransport, postgresTransportFromUrl, type PostgresTransportOptions } from '../src/transports/postgres.js';
+import { parseDuration, PostgresTransport, postgresTransportFromUrl, type PostgresTransportOptions } from '../src/transports/postgres/index.js';
 import { createUpdate, type StoredUpdate } from '../src/core/update.js';
 import { transportConformance } from './transport-conformance.js';
 

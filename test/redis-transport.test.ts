@@ -9,7 +9,7 @@ import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Logger } from '../src/observability/logger.js';
 import { TransportUnavailableError, type SubscriptionRecord, type Transport } from '../src/core/transport.js';
-import { RedisTransport, redisTransportFromUrl, type RedisTransportOptions } from '../src/transports/redis.js';
+import { RedisTransport, redisTransportFromUrl, type RedisTransportOptions } from '../src/transports/redis/index.js';
 import { createUpdate, type StoredUpdate } from '../src/core/update.js';
 import { legacyToken, publish, SseClient, startHub } from './helpers.js';
 import { transportConformance } from './transport-conformance.js';

@@ -38,7 +38,7 @@ export async function createTransport(url: string, logger: Logger): Promise<Tran
     }
     case 'postgres':
     case 'postgresql': {
-      const { postgresTransportFromUrl } = await import('./postgres.js');
+      const { postgresTransportFromUrl } = await import('./postgres/index.js');
       return postgresTransportFromUrl(u, logger);
     }
     case 'nats': {
@@ -47,7 +47,7 @@ export async function createTransport(url: string, logger: Logger): Promise<Tran
     }
     case 'redis':
     case 'rediss': {
-      const { redisTransportFromUrl } = await import('./redis.js');
+      const { redisTransportFromUrl } = await import('./redis/index.js');
       return redisTransportFromUrl(u, logger);
     }
     default:

@@ -1,14 +1,14 @@
 import { randomUUID } from 'node:crypto';
-import { parseDuration as parseDurationMs } from '../util/duration.js';
+import { parseDuration as parseDurationMs } from '../../util/duration.js';
 import { Client, Pool, escapeIdentifier, escapeLiteral, type ClientConfig, type PoolClient } from 'pg';
-import type { Logger } from '../observability/logger.js';
+import type { Logger } from '../../observability/logger.js';
 import {
   TransportUnavailableError,
   type SubscriptionRecord,
   type Transport,
   type TransportHealth,
-} from '../core/transport.js';
-import type { StoredUpdate, Update } from '../core/update.js';
+} from '../../core/transport.js';
+import type { StoredUpdate, Update } from '../../core/update.js';
 
 /*
  * PostgreSQL transport.

@@ -2,9 +2,9 @@ import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { Redis, type RedisOptions } from 'ioredis';
-import type { Logger } from '../observability/logger.js';
-import { TransportUnavailableError, type SubscriptionRecord, type Transport, type TransportHealth } from '../core/transport.js';
-import type { StoredUpdate, Update } from '../core/update.js';
+import type { Logger } from '../../observability/logger.js';
+import { TransportUnavailableError, type SubscriptionRecord, type Transport, type TransportHealth } from '../../core/transport.js';
+import type { StoredUpdate, Update } from '../../core/update.js';
 
 /*
  * Redis (or Valkey) transport: history and fan-out on one Redis Stream, presence in a hash.
