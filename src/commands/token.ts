@@ -1,3 +1,7 @@
+/**
+ * commands/: CLI subcommands other than serving the hub. They may use config/, auth/ types and
+ * http/ constants, never cli.ts. This file is `quicksilver token`.
+ */
 import { readFileSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { importPKCS8, SignJWT } from 'jose';

@@ -1,4 +1,12 @@
-import { canSubscribe } from '../auth/authorization.js';
+/**
+ * core/: the hub itself, with no knowledge of HTTP. It owns updates, selectors and matchers, URI
+ * templates, the topic index, subscribers and their bounded queues, delivery batching, history
+ * replay, presence (subscription events) and the Transport interface that backends implement.
+ * It may import auth/ (grants decide what a subscriber sees), observability/ and util/, and nothing
+ * above it: no http/, server/, config/ or transports/ (test/layering.test.ts). This file is the
+ * hub: publish, deliver to matching subscribers, connect with replay, disconnect.
+ */
+import { canSubscribe } from '../auth/grants.js';
 import { DeliveryBatch } from './delivery-batch.js';
 import type { Logger } from '../observability/logger.js';
 import { LruCache } from '../util/lru-cache.js';

@@ -1,5 +1,12 @@
+/**
+ * http/: the thin HTTP layer. It owns request routing (`createHub`), publish, subscribe, the
+ * subscriptions API, CORS, authentication responses, the raw-socket subscribe path, protective
+ * limits, and the UI and demo handlers. It turns requests into calls on core/ and writes the
+ * answers; it may import core/, auth/, transports/ (the default in-memory one), observability/ and
+ * util/, never server/, config/ or the CLI. This file builds a hub's request handler.
+ */
 import type { ServerResponse } from 'node:http';
-import { Authorizer } from '../auth/authorization.js';
+import { Authorizer } from '../auth/index.js';
 import type { HubContext, ResolvedOptions } from './context.js';
 import { applyCors } from './cors.js';
 import { Hub, type PublishInput } from '../core/hub.js';

@@ -1,3 +1,7 @@
+/**
+ * observability/: logs (pino), Prometheus metrics and tracing hooks. Leaf modules that every layer
+ * may use and that import nothing of the project but util/. This file is the logger.
+ */
 import { pino } from 'pino';
 
 /** The subset of pino's interface the hub uses, so any compatible logger can be injected. */

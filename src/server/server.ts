@@ -1,3 +1,9 @@
+/**
+ * server/: running a hub as a process. It owns `serve` (HTTP/1.1, TLS + HTTP/2, h2c), the worker
+ * cluster, startup from a loaded configuration and signal handling. It may import everything
+ * below it (http/, core/, auth/, transports/, config/, observability/, util/), never the CLI.
+ * This file is `serve`: listeners, the raw-socket front and graceful close.
+ */
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import http2 from 'node:http2';

@@ -1,3 +1,10 @@
+/**
+ * transports/: the backends behind core/transport.ts, one file or folder each: memory, lmdb
+ * (embedded default), redis/, postgres/, nats/ and cluster/ (worker processes reaching the
+ * primary's transport over IPC). A transport stores updates in history and fans them out to every
+ * hub process sharing it. It may import core/ (the interface and update types), observability/ and
+ * util/ only. This file picks a backend from a transport URL.
+ */
 import { urlDuration } from '../util/duration.js';
 import type { Logger } from '../observability/logger.js';
 import type { Transport } from '../core/transport.js';

@@ -1,3 +1,7 @@
+/**
+ * util/: small helpers with no project imports (durations, an LRU cache, UUIDv7), kept apart so
+ * that any layer may use them without depending on another layer. This file parses durations.
+ */
 const UNITS: Record<string, number> = {
   ns: 1e-6, us: 1e-3, 'µs': 1e-3, 'μs': 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000,
 };
