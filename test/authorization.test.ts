@@ -29,7 +29,7 @@ import {
   type AuthFailure,
   type AuthorizerOptions,
   type Grants,
-} from '../src/auth/authorization.js';
+} from '../src/auth/index.js';
 import type { JwtAlgorithm } from '../src/http/options.js';
 import type { Logger } from '../src/observability/logger.js';
 

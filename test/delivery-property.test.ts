@@ -11,7 +11,7 @@
 import fc from 'fast-check';
 import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Authorizer, type Grants } from '../src/auth/authorization.js';
+import { Authorizer, type Grants } from '../src/auth/index.js';
 import { Hub } from '../src/core/hub.js';
 import { createLogger } from '../src/observability/logger.js';
 import { Subscriber, type SubscriberSink } from '../src/core/subscriber.js';

@@ -1,82 +1,16 @@
 /**
- * Access-token logic of the hub: finding the token in a request, verifying it, and turning its
- * claims into grants. Knows nothing of HTTP frameworks (it takes plain header strings) and
- * reports every failure as a value, never as a thrown exception.
- *
- * Two token shapes are understood:
- * - draft-08 (RFC 9068 JWT access token, `typ: at+jwt`): `iss`, `exp`, `aud` required,
- *   rights in RFC 9396 `authorization_details`;
- * - draft-07 (legacy): any JWS with a `mercure` claim `{publish, subscribe, payload}`.
- * The caller decides which versions it accepts, from `Grants.version`.
+ * Token verification for one hub configuration: picks the keys for the token's version, issuer
+ * and role, verifies the signature and registered claims with jose, and caches the outcome.
+ * Every failure is reported as an `AuthFailure` value, never as a thrown exception.
  */
-import { readFileSync } from 'node:fs';
-import { createPublicKey } from 'node:crypto';
-import { fileURLToPath } from 'node:url';
-import {
-  createLocalJWKSet,
-  createRemoteJWKSet,
-  decodeJwt,
-  decodeProtectedHeader,
-  errors,
-  importSPKI,
-  importX509,
-  jwtVerify,
-  type CryptoKey,
-  type JWTPayload,
-  type JWTVerifyGetKey,
-} from 'jose';
-import { isMatcherType, MatcherError, selectorMatcher, typedMatcher, type Matcher } from '../core/topic-matcher.js';
+import { decodeJwt, decodeProtectedHeader, errors, type JWTPayload } from 'jose';
 import { LruCache } from '../util/lru-cache.js';
 import type { Logger } from '../observability/logger.js';
-import { JWT_ALGORITHMS, type IssuerOptions, type JwtAlgorithm, type KeyOptions } from '../http/options.js';
-
-export type Role = 'publisher' | 'subscriber';
-
-/** What a verified token permits. Immutable; the same object may be shared by many requests. */
-export interface Grants {
-  /** 8 = RFC 9068 access token (`typ: at+jwt`); 7 = legacy token with the `mercure` claim. */
-  readonly version: 7 | 8;
-  /** Draft-07: `mercure.publish` is an array (possibly empty). Draft-08: some detail grants `publish`. */
-  readonly canPublish: boolean;
-  readonly publish: readonly Matcher[];
-  readonly subscribe: readonly Matcher[];
-  /** From `exp`, in ms since the epoch. */
-  readonly expiresAt: number | undefined;
-  readonly subject: string | undefined;
-  readonly issuer: string | undefined;
-  /**
-   * The payload attached to a subscription whose matcher string is `match`. Draft-08: the
-   * payload of the first `subscribe` detail carrying a payload one of whose topic matchers
-   * matches `match` taken as a topic (`*` matches everything). Draft-07: `mercure.payload`.
-   */
-  payloadFor(match: string): unknown;
-}
-
-export type TokenSource = 'header' | 'cookie' | 'query';
-
-export interface PresentedToken {
-  readonly token: string;
-  readonly source: TokenSource;
-}
-
-/**
- * A token that cannot be used. `invalid_request`: the presentation is malformed (400);
- * `invalid_token`: the token is not acceptable (401). `message` is for logs only: it never
- * contains the token, and should not be sent to clients (RFC 6750 advises not to say why).
- */
-export interface AuthFailure {
-  readonly error: 'invalid_request' | 'invalid_token';
-  readonly message: string;
-}
-
-export interface TokenInput {
-  /** The `Authorization` header value(s) (several values = several headers, refused). */
-  authorization?: string | readonly string[] | undefined;
-  /** The `Cookie` header. */
-  cookie?: string | undefined;
-  /** The `authorization` query parameter value(s); pass it only where draft-07 is accepted. */
-  queryToken?: string | readonly string[] | undefined;
-}
+import { accessTokenGrants, legacyGrants, type Grants, type Role } from './grants.js';
+import { hasKey, KeyUnavailable, KeyVerifier } from './keys.js';
+import { errorMessage, show } from './messages.js';
+import type { IssuerOptions, JwksTuning, KeyOptions } from './options.js';
+import type { AuthFailure } from './token.js';
 
 export interface AuthorizerOptions {
   /** Verifies publishers' tokens (and draft-08 tokens from issuers not in `issuers`). */
@@ -94,18 +28,9 @@ export interface AuthorizerOptions {
   /** Verified-token cache entries. Default 10 000; 0 disables. */
   cacheSize?: number | undefined;
   /** Tuning of remote JWK Sets (ms). Defaults: jose's (timeout 5 s, cooldown 30 s, max age 10 min). */
-  jwks?: { timeoutDuration?: number; cooldownDuration?: number; cacheMaxAge?: number } | undefined;
+  jwks?: JwksTuning | undefined;
   logger?: Logger | undefined;
 }
-
-export const MERCURE_DETAIL_TYPE = 'https://mercure.rocks/authorization-detail';
-/** Draft-07 namespaced fallback claim (for identity providers that require namespaced claims). */
-export const NAMESPACED_CLAIM = 'https://mercure.rocks/';
-/** Most selectors in `mercure.publish` / `mercure.subscribe` (reference hub constant). */
-export const MAX_LEGACY_SELECTORS = 1000;
-/** Most authorization details per token, and topic matchers per detail. */
-export const MAX_DETAILS = 100;
-export const MAX_DETAIL_TOPICS = 100;
 
 /** A verified token is re-verified at least this often (JWK Set rotation), even without `exp`. */
 const SUCCESS_TTL_MS = 5 * 60_000;
@@ -113,288 +38,6 @@ const SUCCESS_TTL_MS = 5 * 60_000;
 const FAILURE_TTL_MS = 10_000;
 const DEFAULT_CACHE_SIZE = 10_000;
 const KEY_ERROR_LOG_INTERVAL_MS = 10_000;
-const ASYMMETRIC: readonly JwtAlgorithm[] = JWT_ALGORITHMS.filter((a) => !a.startsWith('HS'));
-
-export function isAuthFailure(value: Grants | AuthFailure | PresentedToken | null): value is AuthFailure {
-  return value !== null && 'error' in value;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Token presentation
-// ---------------------------------------------------------------------------------------------
-
-// RFC 7235 token68: the charset of a Bearer credential (covers every JWS compact serialization).
-const TOKEN68 = /^[A-Za-z0-9\-._~+/]+=*$/;
-
-/**
- * Finds the presented token. Precedence: the `Authorization` header (the cookie and query are
- * then ignored), then the `authorization` query parameter (draft-07: it wins over the cookie),
- * then the first of `cookieNames` present in the `Cookie` header. `null` = anonymous.
- */
-export function extractToken(input: TokenInput, cookieNames: readonly string[]): PresentedToken | AuthFailure | null {
-  const header = input.authorization;
-  if (header !== undefined) {
-    const values = typeof header === 'string' ? [header] : header;
-    if (values.length > 1) return invalidRequest('more than one Authorization header');
-    if (values.length === 1) {
-      const value = values[0]!.trim();
-      const space = value.indexOf(' ');
-      if (space < 0 || value.slice(0, space).toLowerCase() !== 'bearer') {
-        return invalidRequest('Authorization header does not use the Bearer scheme');
-      }
-      const token = value.slice(space + 1).trim();
-      if (!TOKEN68.test(token)) return invalidRequest('malformed Bearer credentials in the Authorization header');
-      return { token, source: 'header' };
-    }
-  }
-
-  const query = input.queryToken;
-  if (query !== undefined) {
-    const values = typeof query === 'string' ? [query] : query;
-    if (values.length > 1) return invalidRequest('more than one authorization query parameter');
-    if (values.length === 1) {
-      const token = values[0]!;
-      if (!TOKEN68.test(token)) return invalidRequest('malformed authorization query parameter');
-      return { token, source: 'query' };
-    }
-  }
-
-  if (input.cookie && cookieNames.length > 0) {
-    const cookies = parseCookies(input.cookie);
-    for (const name of cookieNames) {
-      const value = cookies.get(name);
-      // An emptied cookie (a logout that could not delete it) is no token.
-      if (value) return { token: value, source: 'cookie' };
-    }
-  }
-  return null;
-}
-
-/** First value of each cookie name (browsers send the most specific path first). */
-function parseCookies(header: string): Map<string, string> {
-  const out = new Map<string, string>();
-  for (const part of header.split(';')) {
-    const eq = part.indexOf('=');
-    if (eq < 0) continue;
-    const name = part.slice(0, eq).trim();
-    let value = part.slice(eq + 1).trim();
-    if (value.length >= 2 && value.startsWith('"') && value.endsWith('"')) value = value.slice(1, -1);
-    if (name && !out.has(name)) out.set(name, value);
-  }
-  return out;
-}
-
-function invalidRequest(message: string): AuthFailure {
-  return Object.freeze({ error: 'invalid_request' as const, message });
-}
-
-function invalidToken(message: string): AuthFailure {
-  return Object.freeze({ error: 'invalid_token' as const, message });
-}
-
-// ---------------------------------------------------------------------------------------------
-// Grants
-// ---------------------------------------------------------------------------------------------
-
-interface PayloadRule {
-  readonly matchers: readonly Matcher[];
-  readonly payload: unknown;
-}
-
-class TokenGrants implements Grants {
-  readonly #legacyPayload: unknown;
-  readonly #rules: readonly PayloadRule[];
-
-  constructor(
-    readonly version: 7 | 8,
-    readonly canPublish: boolean,
-    readonly publish: readonly Matcher[],
-    readonly subscribe: readonly Matcher[],
-    readonly expiresAt: number | undefined,
-    readonly subject: string | undefined,
-    readonly issuer: string | undefined,
-    payload: { legacy: unknown } | { rules: readonly PayloadRule[] },
-  ) {
-    Object.freeze(publish);
-    Object.freeze(subscribe);
-    // Grants are cached and shared between requests: nothing in them may be mutated.
-    this.#legacyPayload = 'legacy' in payload ? deepFreeze(payload.legacy) : undefined;
-    this.#rules = 'rules' in payload ? payload.rules.map((r) => Object.freeze({ ...r, payload: deepFreeze(r.payload) })) : [];
-    Object.freeze(this);
-  }
-
-  payloadFor(match: string): unknown {
-    if (this.version === 7) return this.#legacyPayload;
-    for (const rule of this.#rules) {
-      if (rule.matchers.some((m) => m.matches(match))) return rule.payload;
-    }
-    return undefined;
-  }
-}
-
-/** Every topic is matched by some publish matcher. False for an empty topic list. */
-export function canPublish(grants: Grants, topics: readonly string[]): boolean {
-  if (!grants.canPublish || topics.length === 0) return false;
-  const matchers = grants.publish;
-  return topics.every((t) => matchers.some((m) => m.matches(t)));
-}
-
-/** Some topic is matched by some subscribe matcher. Anonymous (`null`) never is. */
-export function canSubscribe(grants: Grants | null, topics: readonly string[]): boolean {
-  if (grants === null) return false;
-  const matchers = grants.subscribe;
-  if (matchers.length === 0) return false;
-  return topics.some((t) => matchers.some((m) => m.matches(t)));
-}
-
-// ---------------------------------------------------------------------------------------------
-// Keys
-// ---------------------------------------------------------------------------------------------
-
-/** A key source failed for a reason unrelated to the token (unreachable JWK Set, bad PEM). */
-class KeyUnavailable extends Error {}
-
-type StaticKey = CryptoKey;
-
-/** One configured way to verify tokens: a pinned algorithm list and a key or a JWK Set. */
-class KeyVerifier {
-  readonly algorithms: readonly JwtAlgorithm[];
-  private readonly jwks: JWTVerifyGetKey | undefined;
-  private imported: Promise<StaticKey> | undefined;
-
-  constructor(
-    readonly label: string,
-    private readonly options: KeyOptions,
-    jwksTuning: AuthorizerOptions['jwks'],
-  ) {
-    const alg = options.algorithm;
-    if (alg !== undefined && !JWT_ALGORITHMS.includes(alg)) {
-      throw new Error(`${label}: unsupported algorithm ${String(alg)}`);
-    }
-    if (options.jwksUrl) {
-      // A JWK Set names its key types; without a pinned algorithm every asymmetric one is allowed
-      // (jose binds each to a matching key type). HMAC keys are never taken from a JWK Set.
-      if (alg?.startsWith('HS')) throw new Error(`${label}: HMAC algorithms cannot be used with a JWK Set`);
-      this.algorithms = alg ? [alg] : ASYMMETRIC;
-      this.jwks = loadJwks(label, options.jwksUrl, jwksTuning);
-    } else {
-      this.algorithms = [alg ?? 'HS256'];
-      const key = options.key;
-      if (!key) throw new Error(`${label}: no key configured`);
-      if (!this.algorithms[0]!.startsWith('HS') && !key.includes('-----BEGIN')) {
-        throw new Error(`${label}: ${this.algorithms[0]} needs a PEM public key or certificate`);
-      }
-    }
-  }
-
-  get usesJwks(): boolean {
-    return this.jwks !== undefined;
-  }
-
-  describeAlgorithms(): string {
-    return this.algorithms.length === 1 ? `pins ${this.algorithms[0]}` : `accepts ${this.algorithms.join(', ')}`;
-  }
-
-  /** Imports a static key once; a failure is remembered (configuration errors do not heal). */
-  staticKey(): Promise<StaticKey> {
-    this.imported ??= importStaticKey(this.options.key!, this.algorithms[0]!).catch((err: unknown) => {
-      throw new KeyUnavailable(`${this.label} cannot be imported: ${errorMessage(err)}`);
-    });
-    return this.imported;
-  }
-
-  async verify(token: string): Promise<JWTPayload> {
-    const options = { algorithms: [...this.algorithms] };
-    if (this.jwks) {
-      try {
-        return (await jwtVerify(token, this.jwks, options)).payload;
-      } catch (err) {
-        // Several keys fit (no `kid`, e.g. during a rotation): the token must verify with one.
-        if (err instanceof errors.JWKSMultipleMatchingKeys) return verifyWithAny(token, err, options);
-        throw err;
-      }
-    }
-    return (await jwtVerify(token, await this.staticKey(), options)).payload;
-  }
-}
-
-async function verifyWithAny(
-  token: string,
-  candidates: errors.JWKSMultipleMatchingKeys,
-  options: { algorithms: string[] },
-): Promise<JWTPayload> {
-  let last: unknown = new errors.JWSSignatureVerificationFailed();
-  for await (const key of candidates) {
-    try {
-      return (await jwtVerify(token, key, options)).payload;
-    } catch (err) {
-      last = err;
-      if (!(err instanceof errors.JWSSignatureVerificationFailed)) break;
-    }
-  }
-  throw last;
-}
-
-async function importStaticKey(key: string, alg: JwtAlgorithm): Promise<StaticKey> {
-  if (alg.startsWith('HS')) {
-    // Imported once as a non-extractable CryptoKey: jose would re-import raw bytes per token.
-    const hash = `SHA-${alg.slice(2)}`;
-    return globalThis.crypto.subtle.importKey('raw', new TextEncoder().encode(key), { name: 'HMAC', hash }, false, [
-      'verify',
-    ]);
-  }
-  const pem = key.trim();
-  if (pem.startsWith('-----BEGIN CERTIFICATE-----')) return importX509(pem, alg);
-  if (pem.startsWith('-----BEGIN PUBLIC KEY-----')) return importSPKI(pem, alg);
-  if (pem.startsWith('-----BEGIN RSA PUBLIC KEY-----')) {
-    // PKCS#1, accepted by the reference hub: re-encoded as SPKI (a format change, no crypto).
-    const spki = createPublicKey(pem).export({ type: 'spki', format: 'pem' }).toString();
-    return importSPKI(spki, alg);
-  }
-  throw new Error('expected a PEM public key (SPKI or PKCS#1) or X.509 certificate');
-}
-
-function loadJwks(label: string, jwksUrl: string, tuning: AuthorizerOptions['jwks']): JWTVerifyGetKey {
-  let url: URL;
-  try {
-    url = new URL(jwksUrl);
-  } catch {
-    throw new Error(`${label}: invalid JWK Set URL`);
-  }
-  let resolve: JWTVerifyGetKey;
-  if (url.protocol === 'file:') {
-    try {
-      resolve = createLocalJWKSet(JSON.parse(readFileSync(fileURLToPath(url), 'utf8')));
-    } catch (err) {
-      throw new Error(`${label}: cannot load JWK Set ${url.href}: ${errorMessage(err)}`);
-    }
-  } else if (url.protocol === 'https:' || url.protocol === 'http:') {
-    const opts: Record<string, number> = {};
-    if (tuning?.timeoutDuration !== undefined) opts.timeoutDuration = tuning.timeoutDuration;
-    if (tuning?.cooldownDuration !== undefined) opts.cooldownDuration = tuning.cooldownDuration;
-    if (tuning?.cacheMaxAge !== undefined) opts.cacheMaxAge = tuning.cacheMaxAge;
-    resolve = createRemoteJWKSet(url, opts);
-  } else {
-    throw new Error(`${label}: JWK Set URL must be https:, http: or file:`);
-  }
-  // Separate "no key fits this token" (the token's fault) from "the key set is unavailable".
-  return async (header, token) => {
-    try {
-      return await resolve(header, token);
-    } catch (err) {
-      if (err instanceof errors.JWKSNoMatchingKey || err instanceof errors.JWKSMultipleMatchingKeys) throw err;
-      throw new KeyUnavailable(`${label} JWK Set unavailable: ${errorMessage(err)}`);
-    }
-  };
-}
-
-function hasKey(options: KeyOptions | undefined): options is KeyOptions {
-  return options !== undefined && Boolean(options.key || options.jwksUrl);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Authorizer
-// ---------------------------------------------------------------------------------------------
 
 /** An outcome, and how long it may be served from the cache (0 = not cached). */
 interface Outcome {
@@ -550,54 +193,19 @@ export class Authorizer {
     const issuer = typeof payload.iss === 'string' ? payload.iss : undefined;
     const grantsOrError =
       version === 8
-        ? this.accessTokenGrants(payload, audience, expiresAt, subject, issuer)
+        ? accessTokenGrants(
+            payload,
+            this.options.resourceIdentifier ?? audience,
+            this.options.baseUrl ?? audience,
+            expiresAt,
+            subject,
+            issuer,
+          )
         : legacyGrants(payload, expiresAt, subject, issuer);
     if (typeof grantsOrError === 'string') return { result: invalidToken(grantsOrError), until: now + FAILURE_TTL_MS };
     return { result: grantsOrError, until: Math.min(expiresAt ?? Infinity, now + SUCCESS_TTL_MS) };
   }
 
-  private accessTokenGrants(
-    payload: JWTPayload,
-    audience: string,
-    expiresAt: number | undefined,
-    subject: string | undefined,
-    issuer: string | undefined,
-  ): Grants | string {
-    if (expiresAt === undefined) return 'exp claim missing';
-    const resource = this.options.resourceIdentifier ?? audience;
-    const aud = payload.aud;
-    if (aud === undefined) return 'aud claim missing';
-    const auds = typeof aud === 'string' ? [aud] : aud;
-    if (!Array.isArray(auds) || !auds.every((a) => typeof a === 'string')) {
-      return 'aud claim must be a string or an array of strings';
-    }
-    if (!auds.includes(resource)) return `aud does not include ${resource}`;
-
-    const baseUrl = this.options.baseUrl ?? audience;
-    const details = payload.authorization_details;
-    const publish: Matcher[] = [];
-    const subscribe: Matcher[] = [];
-    const rules: PayloadRule[] = [];
-    let publishes = false;
-    if (details !== undefined) {
-      if (!Array.isArray(details)) return 'authorization_details must be an array';
-      if (details.length > MAX_DETAILS) return `more than ${MAX_DETAILS} authorization details`;
-      for (let i = 0; i < details.length; i++) {
-        const parsed = parseDetail(details[i], `authorization_details[${i}]`, baseUrl);
-        if (typeof parsed === 'string') return parsed;
-        if (parsed === null) continue;
-        if (parsed.publish) {
-          publishes = true;
-          publish.push(...parsed.matchers);
-        }
-        if (parsed.subscribe) {
-          subscribe.push(...parsed.matchers);
-          if (parsed.payload !== undefined) rules.push({ matchers: parsed.matchers, payload: parsed.payload });
-        }
-      }
-    }
-    return new TokenGrants(8, publishes, unique(publish), unique(subscribe), expiresAt, subject, issuer, { rules });
-  }
 
   private joseFailure(err: unknown, role: Role): Outcome {
     const now = Date.now();
@@ -634,7 +242,7 @@ function buildRoleKeys(
   prefix: string,
   publisher: KeyOptions | undefined,
   subscriber: KeyOptions | undefined,
-  jwks: AuthorizerOptions['jwks'],
+  jwks: JwksTuning | undefined,
 ): RoleKeys {
   const pub = hasKey(publisher) ? new KeyVerifier(`${prefix}publisher key`, publisher, jwks) : undefined;
   const sub = hasKey(subscriber) ? new KeyVerifier(`${prefix}subscriber key`, subscriber, jwks) : pub;
@@ -646,124 +254,6 @@ function fail(message: string): Outcome {
   return { result: invalidToken(message), until: 0 };
 }
 
-// ---------------------------------------------------------------------------------------------
-// Claims
-// ---------------------------------------------------------------------------------------------
-
-function legacyGrants(
-  payload: JWTPayload,
-  expiresAt: number | undefined,
-  subject: string | undefined,
-  issuer: string | undefined,
-): Grants | string {
-  let claim = payload.mercure;
-  let name = 'mercure';
-  if (claim === undefined || claim === null) {
-    claim = payload[NAMESPACED_CLAIM];
-    name = NAMESPACED_CLAIM;
-  }
-  if (claim === undefined || claim === null) {
-    return new TokenGrants(7, false, [], [], expiresAt, subject, issuer, { legacy: undefined });
-  }
-  if (!isObject(claim)) return `${name} claim must be an object`;
-  const publish = selectors(claim.publish, `${name}.publish`);
-  if (typeof publish === 'string') return publish;
-  const subscribe = selectors(claim.subscribe, `${name}.subscribe`);
-  if (typeof subscribe === 'string') return subscribe;
-  return new TokenGrants(7, publish !== null, publish ?? [], subscribe ?? [], expiresAt, subject, issuer, {
-    legacy: claim.payload,
-  });
-}
-
-function selectors(value: unknown, name: string): Matcher[] | null | string {
-  if (value === undefined || value === null) return null;
-  if (!Array.isArray(value)) return `${name} must be an array`;
-  if (value.length > MAX_LEGACY_SELECTORS) return `${name} has more than ${MAX_LEGACY_SELECTORS} entries`;
-  const out: Matcher[] = [];
-  for (const s of value) {
-    if (typeof s !== 'string') return `${name} entries must be strings`;
-    out.push(selectorMatcher(s));
-  }
-  return unique(out);
-}
-
-interface ParsedDetail {
-  readonly publish: boolean;
-  readonly subscribe: boolean;
-  readonly matchers: readonly Matcher[];
-  readonly payload: unknown;
-}
-
-/** A Mercure detail, `null` for a detail of another type, or an error message. */
-function parseDetail(detail: unknown, where: string, baseUrl: string): ParsedDetail | null | string {
-  if (!isObject(detail)) return `${where} is not an object`;
-  if (typeof detail.type !== 'string') return `${where}.type must be a string`;
-  if (detail.type !== MERCURE_DETAIL_TYPE) return null;
-
-  const actions = detail.actions;
-  if (!Array.isArray(actions) || actions.length === 0) return `${where}.actions must be a non-empty array`;
-  let publish = false;
-  let subscribe = false;
-  for (const action of actions) {
-    if (typeof action !== 'string') return `${where}.actions entries must be strings`;
-    // Unknown actions grant nothing and do not invalidate the token.
-    if (action === 'publish') publish = true;
-    else if (action === 'subscribe') subscribe = true;
-  }
-
-  const topics = detail.topics;
-  if (!Array.isArray(topics) || topics.length === 0) return `${where}.topics must be a non-empty array`;
-  if (topics.length > MAX_DETAIL_TOPICS) return `${where}.topics has more than ${MAX_DETAIL_TOPICS} entries`;
-  const matchers: Matcher[] = [];
-  for (let j = 0; j < topics.length; j++) {
-    const topic: unknown = topics[j];
-    const at = `${where}.topics[${j}]`;
-    if (!isObject(topic)) return `${at} is not an object`;
-    if (typeof topic.match !== 'string') return `${at}.match must be a string`;
-    const type = topic.match_type === undefined ? 'exact' : topic.match_type;
-    if (typeof type !== 'string' || !isMatcherType(type)) return `${at}.match_type ${show(type)} is not supported`;
-    try {
-      matchers.push(typedMatcher(type, topic.match, baseUrl));
-    } catch (err) {
-      if (err instanceof MatcherError) return `${at}.match is invalid: ${err.message}`;
-      throw err;
-    }
-  }
-
-  const payload = detail.payload;
-  if (payload !== undefined && !isObject(payload)) return `${where}.payload must be an object`;
-  return { publish, subscribe, matchers, payload };
-}
-
-function unique(matchers: Matcher[]): Matcher[] {
-  if (matchers.length < 2) return matchers;
-  const seen = new Set<string>();
-  return matchers.filter((m) => {
-    const k = `${m.kind}\u0000${m.source}`;
-    if (seen.has(k)) return false;
-    seen.add(k);
-    return true;
-  });
-}
-
-function deepFreeze<T>(value: T): T {
-  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
-    Object.freeze(value);
-    for (const v of Object.values(value)) deepFreeze(v);
-  }
-  return value;
-}
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
-/** A token-supplied value, quoted and truncated for a log message. */
-function show(value: unknown, quote = true): string {
-  const s = String(value).slice(0, 100);
-  return quote ? JSON.stringify(s) : s.replace(/[^\x20-\x7e]/g, '?');
-}
-
-function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
+function invalidToken(message: string): AuthFailure {
+  return Object.freeze({ error: 'invalid_token' as const, message });
 }

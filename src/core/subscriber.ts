@@ -1,4 +1,4 @@
-import type { Grants } from '../auth/authorization.js';
+import type { Grants } from '../auth/grants.js';
 import type { DeliveryBatch, FrameRun } from './delivery-batch.js';
 import type { Matcher } from './topic-matcher.js';
 import type { StoredUpdate } from './update.js';

@@ -1,4 +1,4 @@
-import { extractToken, type Grants, type Role } from '../auth/authorization.js';
+import { extractToken, type Grants, type Role } from '../auth/index.js';
 import type { AuthProblem } from './auth-response.js';
 import type { HubContext } from './context.js';
 import { header, hubUrl, type Request } from './http-util.js';

@@ -1,4 +1,4 @@
-import type { Authorizer } from '../auth/authorization.js';
+import type { Authorizer } from '../auth/index.js';
 import type { Hub } from '../core/hub.js';
 import type { Logger } from '../observability/logger.js';
 import type { ConnectionLimiter, RateLimiter } from './limits.js';

@@ -1,36 +1,11 @@
+import type { IssuerOptions, KeyOptions } from '../auth/options.js';
 import type { Transport } from '../core/transport.js';
 import type { Logger } from '../observability/logger.js';
 import type { TracerLike } from '../observability/tracing.js';
 
-/** JWS algorithms a key can be pinned to. */
-export type JwtAlgorithm =
-  | 'HS256' | 'HS384' | 'HS512'
-  | 'RS256' | 'RS384' | 'RS512'
-  | 'PS256' | 'PS384' | 'PS512'
-  | 'ES256' | 'ES384' | 'ES512'
-  | 'EdDSA';
-
-export const JWT_ALGORITHMS: readonly JwtAlgorithm[] = [
-  'HS256', 'HS384', 'HS512', 'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512',
-  'ES256', 'ES384', 'ES512', 'EdDSA',
-];
-
-/** How tokens of one role (publisher or subscriber) are verified. */
-export interface KeyOptions {
-  /** HMAC secret, or a PEM public key (SPKI or certificate) for asymmetric algorithms. */
-  key?: string | undefined;
-  /** Pinned algorithm; a token with another `alg` is rejected. Default HS256. */
-  algorithm?: JwtAlgorithm | undefined;
-  /** JWK Set URL (`https://`, `http://` or `file://`); takes precedence over `key`. */
-  jwksUrl?: string | undefined;
-}
-
-/** A trusted draft-08 token issuer (RFC 9068 `iss`), with its own keys per role. */
-export interface IssuerOptions {
-  issuer: string;
-  publisher?: KeyOptions | undefined;
-  subscriber?: KeyOptions | undefined;
-}
+// Key options belong to auth/ (which must not import http/); re-exported here because they are
+// part of HubOptions and of the public API.
+export { JWT_ALGORITHMS, type IssuerOptions, type JwtAlgorithm, type KeyOptions } from '../auth/options.js';
 
 export interface HubOptions {
   /** Verifies publishers' tokens. Without it (and without issuers) nobody can publish. */

@@ -1,4 +1,4 @@
-import { canPublish } from '../auth/authorization.js';
+import { canPublish } from '../auth/index.js';
 import { authenticate, isAuthProblem } from './authenticate.js';
 import { sendAuthProblem } from './auth-response.js';
 import type { HubContext } from './context.js';
