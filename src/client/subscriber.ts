@@ -11,65 +11,17 @@
  */
 import { discover, type Discovery, type HubLink } from './discovery.js';
 import { SseParser, type MercureEvent } from './sse.js';
-import { bearerChallenge } from './bearer-challenge.js';
 import { resolveToken, type TokenSource } from './token-source.js';
+import { describe, refusal, SubscribeError } from './subscribe-error.js';
+import { list, subscribeUrl, type TopicSelection } from './subscribe-url.js';
 
 export { SseParser } from './sse.js';
 export type { MercureEvent } from './sse.js';
 export type { TokenFactory, TokenSource } from './token-source.js';
 export type { Discovery } from './discovery.js';
 export { DiscoveryError } from './discovery.js';
-
-export interface TopicSelection {
-  /** Draft-07 topic selectors (`topic=`): exact topics, URI templates, `*`. */
-  topics?: string | readonly string[] | undefined;
-  /** Draft-08 exact matchers (`match=`). */
-  matches?: string | readonly string[] | undefined;
-  /** Draft-08 URL Pattern matchers (`match_urlpattern=`). */
-  matchUrlPatterns?: string | readonly string[] | undefined;
-}
-
-export interface SubscribeUrlOptions extends TopicSelection {
-  /** Sent as `lastEventID` (draft-07) or `last_event_id` (draft-08): replay what was published after it. */
-  lastEventId?: string | undefined;
-}
-
-function list(v: string | readonly string[] | undefined): string[] {
-  if (v === undefined) return [];
-  return typeof v === 'string' ? [v] : [...v];
-}
-
-/**
- * The subscription URL: `?topic=…` (draft-07) or `?match=…&match_urlpattern=…` (draft-08), plus
- * the last event ID parameter of that version. Query parameters already in `hubUrl` are kept.
- */
-export function subscribeUrl(hubUrl: string | URL, options: SubscribeUrlOptions): string {
-  let url: URL;
-  try {
-    url = new URL(String(hubUrl), (globalThis as { location?: { href: string } }).location?.href);
-  } catch {
-    throw new TypeError(`Invalid hub URL ${JSON.stringify(String(hubUrl))}`);
-  }
-  const topics = list(options.topics);
-  const matches = list(options.matches);
-  const patterns = list(options.matchUrlPatterns);
-  if (topics.length === 0 && matches.length === 0 && patterns.length === 0) {
-    throw new TypeError('Nothing to subscribe to: give `topics` (draft-07) or `matches` / `matchUrlPatterns` (draft-08)');
-  }
-  if (topics.length > 0 && matches.length + patterns.length > 0) {
-    throw new TypeError('A subscription cannot mix draft-07 `topics` with draft-08 `matches` / `matchUrlPatterns`');
-  }
-  for (const t of [...topics, ...matches, ...patterns]) {
-    if (typeof t !== 'string' || t === '') throw new TypeError(`Invalid topic or matcher ${JSON.stringify(t)}`);
-  }
-  for (const t of topics) url.searchParams.append('topic', t);
-  for (const m of matches) url.searchParams.append('match', m);
-  for (const p of patterns) url.searchParams.append('match_urlpattern', p);
-  if (options.lastEventId !== undefined) {
-    url.searchParams.set(topics.length > 0 ? 'lastEventID' : 'last_event_id', options.lastEventId);
-  }
-  return url.href;
-}
+export { SubscribeError, type SubscribeErrorKind } from './subscribe-error.js';
+export { subscribeUrl, type SubscribeUrlOptions, type TopicSelection } from './subscribe-url.js';
 
 export interface SubscribeOptions extends TopicSelection {
   /** The hub URL (when calling `subscribe(options)`). */
@@ -97,66 +49,6 @@ export interface SubscribeOptions extends TopicSelection {
   highWaterMark?: number | undefined;
 }
 
-/** Why a connection failed. */
-export type SubscribeErrorKind =
-  | 'unauthorized' // 401
-  | 'forbidden' // 403
-  | 'bad_request' // other 4xx: the hub refused the subscription itself
-  | 'unavailable' // 429, 503
-  | 'server_error' // other 5xx
-  | 'bad_response' // not an event stream (or 204: the server asked not to reconnect)
-  | 'network' // fetch failed, or the connection dropped mid-stream
-  | 'timeout' // inactivityTimeout reached
-  | 'token' // the token provider failed
-  | 'retries_exhausted'; // maxRetries consecutive failures
-
-export class SubscribeError extends Error {
-  override readonly name = 'SubscribeError';
-  readonly kind: SubscribeErrorKind;
-  readonly status: number | undefined;
-  /** The hub's explanation (response body or `WWW-Authenticate` error_description). */
-  readonly hubMessage: string;
-  /** RFC 6750 error code of the `WWW-Authenticate` challenge, if any. */
-  readonly authError: string | undefined;
-  /** True when the subscription stops because of it; false when it reconnects. */
-  readonly fatal: boolean;
-  /** For non-fatal errors: the delay before the next attempt, in ms. */
-  readonly retryIn: number | undefined;
-
-  constructor(init: {
-    kind: SubscribeErrorKind;
-    message: string;
-    status?: number | undefined;
-    hubMessage?: string | undefined;
-    authError?: string | undefined;
-    fatal: boolean;
-    retryIn?: number | undefined;
-    cause?: unknown;
-  }) {
-    super(init.message, init.cause !== undefined ? { cause: init.cause } : undefined);
-    this.kind = init.kind;
-    this.status = init.status;
-    this.hubMessage = init.hubMessage ?? '';
-    this.authError = init.authError;
-    this.fatal = init.fatal;
-    this.retryIn = init.retryIn;
-  }
-
-  /** The same error, marked as (non-)fatal. */
-  with(fields: { fatal: boolean; retryIn?: number | undefined }): SubscribeError {
-    return new SubscribeError({
-      kind: this.kind,
-      message: this.message,
-      status: this.status,
-      hubMessage: this.hubMessage,
-      authError: this.authError,
-      cause: this.cause,
-      fatal: fields.fatal,
-      retryIn: fields.retryIn,
-    });
-  }
-}
-
 export interface OpenEvent {
   /** The URL connected to. */
   url: string;
@@ -175,14 +67,6 @@ interface Listeners {
   message: Set<(event: MercureEvent) => void>;
   error: Set<(error: SubscribeError) => void>;
   open: Set<(event: OpenEvent) => void>;
-}
-
-function kindOf(status: number): SubscribeErrorKind {
-  if (status === 401) return 'unauthorized';
-  if (status === 403) return 'forbidden';
-  if (status === 429 || status === 503) return 'unavailable';
-  if (status >= 500) return 'server_error';
-  return 'bad_request';
 }
 
 class Inactivity extends Error {}
@@ -325,16 +209,7 @@ export class Subscription implements AsyncIterable<MercureEvent> {
 
   private deliver(event: MercureEvent): void {
     if (this.stateValue === 'closed') return;
-    for (const l of [...this.listeners.message]) {
-      try {
-        l(event);
-      } catch (err) {
-        // A throwing listener must not break the stream.
-        setTimeout(() => {
-          throw err;
-        });
-      }
-    }
+    callEach(this.listeners.message, event);
     if (this.iterating || this.listeners.message.size === 0) {
       this.queue.push(event);
       this.notify();
@@ -342,15 +217,7 @@ export class Subscription implements AsyncIterable<MercureEvent> {
   }
 
   private emitError(error: SubscribeError): void {
-    for (const l of [...this.listeners.error]) {
-      try {
-        l(error);
-      } catch (err) {
-        setTimeout(() => {
-          throw err;
-        });
-      }
-    }
+    callEach(this.listeners.error, error);
   }
 
   private notify(): void {
@@ -497,31 +364,7 @@ export class Subscription implements AsyncIterable<MercureEvent> {
 
       if (res.status !== 200) {
         disarm();
-        let body = '';
-        try {
-          body = (await res.text()).trim().slice(0, 1000);
-        } catch {
-          // The message is a nicety.
-        }
-        const challenge = bearerChallenge(res.headers.get('www-authenticate'));
-        if (!body || /^<(!doctype|html)/i.test(body)) body = challenge.description ?? res.statusText;
-        const kind = res.status === 204 ? 'bad_response' : kindOf(res.status);
-        const transient = res.status >= 500 || res.status === 429 || res.status === 408;
-        const hint =
-          kind === 'unauthorized' ? ' (check the subscriber token; anonymous subscribers must be allowed by the hub)'
-          : kind === 'forbidden' ? ' (the token does not grant this subscription)'
-          : res.status === 204 ? ' (the server asked not to reconnect)'
-          : '';
-        const retryAfter = res.headers.get('retry-after');
-        return new SubscribeError({
-          kind,
-          status: res.status,
-          hubMessage: body,
-          authError: challenge.error,
-          message: `Subscribing to ${url} failed (${res.status})${body ? `: ${body}` : ''}${hint}`,
-          fatal: !transient,
-          retryIn: retryAfter && /^\d+$/.test(retryAfter.trim()) ? Number(retryAfter.trim()) * 1000 : undefined,
-        });
+        return await refusal(res, url);
       }
       const contentType = res.headers.get('content-type') ?? '';
       if (!/^text\/event-stream\b/i.test(contentType.trim()) || !res.body) {
@@ -544,15 +387,7 @@ export class Subscription implements AsyncIterable<MercureEvent> {
         lastEventId: lastEventId === '' ? undefined : lastEventId,
         reconnected: !first,
       };
-      for (const l of [...this.listeners.open]) {
-        try {
-          l(open);
-        } catch (err) {
-          setTimeout(() => {
-            throw err;
-          });
-        }
-      }
+      callEach(this.listeners.open, open);
 
       this.parser.reset();
       const reader = res.body.getReader();
@@ -594,20 +429,20 @@ export class Subscription implements AsyncIterable<MercureEvent> {
   }
 }
 
-function describe(err: unknown): string {
-  let e: unknown = err;
-  const parts: string[] = [];
-  for (let i = 0; i < 4 && e; i++) {
-    if (e instanceof Error) {
-      const code = (e as { code?: unknown }).code;
-      parts.push(typeof code === 'string' && !e.message.includes(code) ? `${e.message} (${code})` : e.message);
-      e = (e as { cause?: unknown }).cause;
-    } else {
-      parts.push(String(e));
-      break;
+/**
+ * Calls each listener (a copy of the set: a listener may unsubscribe). A throwing listener must
+ * not break the stream: its error is rethrown on a later tick, uncaught, as from an event handler.
+ */
+function callEach<T>(listeners: ReadonlySet<(arg: T) => void>, arg: T): void {
+  for (const l of [...listeners]) {
+    try {
+      l(arg);
+    } catch (err) {
+      setTimeout(() => {
+        throw err;
+      });
     }
   }
-  return parts.join(': ');
 }
 
 /**
