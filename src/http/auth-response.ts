@@ -1,3 +1,4 @@
+import { asciiQuoted } from './header-value.js';
 import { send, type Response } from './http-util.js';
 import { RESOURCE_METADATA_PATH } from './resource-metadata.js';
 
@@ -11,9 +12,9 @@ export type AuthProblem =
   /** A valid token that does not grant the operation. */
   | { kind: 'insufficient_scope'; message: string };
 
-function quote(s: string): string {
-  return `"${s.replace(/["\\]/g, '\\$&')}"`;
-}
+// error_description may quote token claims read before the signature is checked (an issuer):
+// anything outside printable ASCII is percent-encoded, never written raw (RFC 6750 §3).
+const quote = asciiQuoted;
 
 /**
  * Answers an authorization failure. Draft-08 requests get RFC 6750 statuses and challenges;

@@ -1,5 +1,6 @@
 import type { Request, Response } from './http-util.js';
 import { header } from './http-util.js';
+import { isOrigin } from './header-value.js';
 
 const ALLOW_HEADERS = 'authorization, cache-control, last-event-id, content-type';
 const ALLOW_METHODS = 'GET, HEAD, POST, QUERY, OPTIONS';
@@ -27,7 +28,8 @@ export function originAllowed(allowed: readonly string[], origin: string): boole
  */
 export function applyCors(req: Request, res: Response, allowed: readonly string[]): boolean {
   const origin = header(req, 'origin');
-  if (!origin || allowed.length === 0 || !originAllowed(allowed, origin)) {
+  // Echoed into Access-Control-Allow-Origin: only a real origin, whatever a wildcard would match.
+  if (!origin || allowed.length === 0 || !isOrigin(origin) || !originAllowed(allowed, origin)) {
     if (req.method === 'OPTIONS' && header(req, 'access-control-request-method')) {
       res.statusCode = 204;
       res.end();

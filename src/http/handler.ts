@@ -22,6 +22,7 @@ import { HUB_PATH, SUBSCRIPTIONS_PATH } from '../core/subscription.js';
 import { MemoryTransport } from '../transports/memory.js';
 import { createUiHandler } from './ui.js';
 import { traced } from '../observability/tracing.js';
+import { hostProblem } from './header-value.js';
 import { hubUrl, send, sendJson, type Request, type Response } from './http-util.js';
 import type { Update } from '../core/update.js';
 
@@ -144,6 +145,11 @@ export function createHub(options: HubOptions = {}, internals: HubInternals = {}
     const method = req.method ?? 'GET';
 
     const isHubPath = path === HUB_PATH || path.startsWith(HUB_PATH + '/');
+    const badHost = hostProblem(req.headers, opts.trustProxy);
+    if (badHost) {
+      send(res, 400, `Bad Request: ${badHost}\n`);
+      return;
+    }
     if (path === '/healthz' || path === '/healthz/live' || path === '/livez') {
       send(res, 200, 'ok\n');
       return;

@@ -93,9 +93,12 @@ export function send(
     'Content-Type': 'text/plain; charset=utf-8',
     ...headers,
   };
-  h['Content-Length'] = Buffer.byteLength(body);
+  const bytes = Buffer.from(body);
+  h['Content-Length'] = bytes.length;
   (res as ServerResponse).writeHead(status, h);
-  res.end(body);
+  // A Buffer, not the string: node:http sends a string body in one piece with the head, encoding
+  // both as UTF-8, which would double-encode header bytes above 0x7F (see header-value.ts).
+  res.end(bytes);
 }
 
 export function sendJson(res: Response, status: number, doc: unknown, headers: Record<string, string> = {}): void {

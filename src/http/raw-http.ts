@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import type http from 'node:http';
 import type net from 'node:net';
 import { HUB_PATH } from '../core/subscription.js';
+import { isFieldValue } from './header-value.js';
 
 /**
  * HTTP/1.1 subscriptions served straight from the socket. node:http keeps a request, a response
@@ -38,18 +39,30 @@ interface ParsedHead {
   minor: number;
 }
 
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+// Bytes llhttp refuses in a field value: a bare CR or LF, NUL and the other controls but HTAB.
+// eslint-disable-next-line no-control-regex
+const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/;
+
+/**
+ * Parses a request head; null for anything node:http's parser would judge (and refuse with 400)
+ * rather than this path: a value carrying a bare CR must not reach a header the hub writes.
+ */
 function parseHead(text: string): ParsedHead | null {
   const lines = text.split('\r\n');
-  const m = /^(GET|HEAD) (\S+) HTTP\/1\.([01])$/.exec(lines[0] ?? '');
+  const m = /^(GET|HEAD) ([\x21-\x7e]+) HTTP\/1\.([01])$/.exec(lines[0] ?? '');
   if (!m) return null;
   const headers: Record<string, string> = Object.create(null) as Record<string, string>;
   for (let i = 1; i < lines.length; i++) {
     const line = lines[i]!;
     const c = line.indexOf(':');
     if (c <= 0) return null;
-    const name = line.slice(0, c).trim().toLowerCase();
-    if (!/^[!#$%&'*+.^_`|~0-9a-z-]+$/.test(name)) return null;
-    const value = line.slice(c + 1).trim();
+    // No whitespace before the colon, no obs-fold (RFC 9112 §5.1, §5.2).
+    const rawName = line.slice(0, c);
+    if (!TOKEN.test(rawName)) return null;
+    const name = rawName.toLowerCase();
+    const value = line.slice(c + 1).replace(/^[ \t]+|[ \t]+$/g, '');
+    if (BAD_VALUE.test(value)) return null;
     const prev = headers[name];
     headers[name] = prev === undefined ? value : `${prev}${name === 'cookie' ? '; ' : ', '}${value}`;
   }
@@ -220,17 +233,23 @@ export class RawResponse {
 
   writeHead(status: number, headers?: Record<string, string | number | readonly string[]>): this {
     if (this.headersSent) return this;
-    this.statusCode = status;
     const all: Record<string, string | number | readonly string[]> = { ...this.pending, ...headers };
-    this.pending = null;
     let hasLength = false;
     let out = `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Unknown'}\r\n`;
     for (const [k, v] of Object.entries(all)) {
       const lower = k.toLowerCase();
       if (lower === 'connection' || lower === 'transfer-encoding') continue;
       if (lower === 'content-length') hasLength = true;
-      for (const one of Array.isArray(v) ? v : [v]) out += `${k}: ${String(one)}\r\n`;
+      for (const one of Array.isArray(v) ? v : [v]) {
+        const value = String(one);
+        // As node:http does (ERR_INVALID_CHAR): written as latin1, anything else would be
+        // truncated to its low byte, and U+010D U+010A would become CR LF.
+        if (!TOKEN.test(k) || !isFieldValue(value)) throw new TypeError(`Invalid character in header content ["${k}"]`);
+        out += `${k}: ${value}\r\n`;
+      }
     }
+    this.statusCode = status;
+    this.pending = null;
     out += `Date: ${new Date().toUTCString()}\r\n`;
     // A never-ending event stream needs chunked framing; anything else closes the connection,
     // which keeps this path free of keep-alive bookkeeping.

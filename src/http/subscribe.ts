@@ -17,6 +17,7 @@ import {
   type Request,
   type Response,
 } from './http-util.js';
+import { fromHeaderBytes, headerValue } from './header-value.js';
 import { RawResponse } from './raw-http.js';
 import { COMMENT, retryFrame } from '../core/sse.js';
 import { Subscriber, type SubscriberSink } from '../core/subscriber.js';
@@ -90,8 +91,7 @@ function parseSubscription(fields: FormFields, ctx: HubContext, base: string): P
  * or a non-ASCII id would never be found and the replay silently skipped.
  */
 function headerUtf8(value: string | undefined): string | undefined {
-  if (value === undefined || !/[\u0080-\u00ff]/.test(value)) return value;
-  return decodeUtf8(Buffer.from(value, 'latin1')) ?? value;
+  return value === undefined ? value : fromHeaderBytes(value);
 }
 
 const STREAM_HEADERS: Record<string, string> = {
@@ -257,7 +257,8 @@ export async function handleSubscribe(ctx: HubContext, req: Request, res: Respon
 
   const { cursor, resume } = await ctx.hub.connect(sub, { lastEventId, records });
   if (sub.closed) return;
-  if (cursor !== undefined) headers[version === 8 ? 'Mercure-Last-Event-ID' : 'Last-Event-ID'] = cursor;
+  // As UTF-8 bytes, which is also what an EventSource sends back on its next reconnection.
+  if (cursor !== undefined) headers[version === 8 ? 'Mercure-Last-Event-ID' : 'Last-Event-ID'] = headerValue(cursor);
   (res as ServerResponse).writeHead(200, headers);
   sub.write(COMMENT);
   resume();

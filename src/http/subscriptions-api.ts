@@ -2,6 +2,7 @@ import { canSubscribe } from '../auth/index.js';
 import { authenticate, isAuthProblem } from './authenticate.js';
 import { sendAuthProblem } from './auth-response.js';
 import type { HubContext } from './context.js';
+import { headerValue } from './header-value.js';
 import { header, hubUrl, origin, send, type Request, type Response } from './http-util.js';
 import { subscriptionDocument, SUBSCRIPTIONS_PATH } from '../core/subscription.js';
 import type { SubscriptionRecord } from '../core/transport.js';
@@ -85,12 +86,16 @@ export async function handleSubscriptions(
   else if (r.scope === 'selector') selected = all.filter((s) => s.kind === 'selector' && s.match === r.topic);
   else selected = all.filter((s) => s.kind === r.type && s.match === r.match);
 
-  const etag = version === 8 ? `"${lastEventId}"` : lastEventId;
+  // The id as UTF-8 bytes (see header-value.ts). An id may hold `"` or `\`: escaped, it cannot
+  // end the quoted value early (the ETag stays opaque; If-None-Match compares it byte for byte).
+  const idBytes = headerValue(lastEventId);
+  const quoted = `"${idBytes.replace(/["\\]/g, '\\$&')}"`;
+  const etag = version === 8 ? quoted : idBytes;
   const headers: Record<string, string> = {
     'Content-Type': version === 8 ? 'application/json' : 'application/ld+json',
     ETag: etag,
     'Cache-Control': 'must-revalidate',
-    Link: `<${hubUrl(req, ctx.options.trustProxy)}>; rel="mercure"${version === 8 ? `; last-event-id="${lastEventId}"; type="mercure"; content-type="application/json"` : ''}`,
+    Link: `<${hubUrl(req, ctx.options.trustProxy)}>; rel="mercure"${version === 8 ? `; last-event-id=${quoted}; type="mercure"; content-type="application/json"` : ''}`,
   };
   if (header(req, 'if-none-match') === etag) {
     res.writeHead(304, headers);
