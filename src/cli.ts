@@ -2,13 +2,14 @@
 import { Writable } from 'node:stream';
 import { readFileSync } from 'node:fs';
 import { ClusterStartError, defaultWorkers, isClusterWorker, runCluster } from './server/cluster.js';
-import { configUsage, DEV_KEY, loadConfig, type Config } from './config/index.js';
+import { configUsage, DEFAULT_TRANSPORT_URL, DEV_KEY, loadConfig, type Config } from './config/index.js';
 import { devBanner } from './server/dev-banner.js';
 import { createHub } from './http/handler.js';
 import { createLogger, type Logger } from './observability/logger.js';
 import { serve } from './server/server.js';
 import { exitOnSignals, hubOptionsFromConfig, serveOptionsFromConfig } from './server/startup.js';
 import { createTransport } from './transports/index.js';
+import { StoreInUseError } from './transports/store-lock.js';
 import { runTokenCommand } from './commands/token.js';
 
 const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
@@ -130,11 +131,18 @@ async function main(): Promise<void> {
   if (command === 'check-config') {
     const { config, warnings } = load(rest);
     for (const w of warnings) process.stderr.write(`quicksilver: warning: ${w}\n`);
+    // Relative to wherever the hub is started: another directory means another store, and a
+    // second hub started here shares this one (it is then refused).
+    if (!config.dev && config.transportUrl.split('?')[0] === DEFAULT_TRANSPORT_URL) {
+      process.stderr.write(`quicksilver: warning: transport: the default store ${DEFAULT_TRANSPORT_URL} is relative to the working directory (${process.cwd()}); give a production hub an absolute path, e.g. --transport-url lmdb:///var/lib/quicksilver/hub.lmdb\n`);
+    }
     try {
       const t = await createTransport(config.transportUrl, createLogger('silent'));
       await t.close();
     } catch (err) {
-      fail([`transport: ${(err as Error).message}`]);
+      // The hub this configuration is for may well be running: that is not a configuration error.
+      if (err instanceof StoreInUseError) process.stderr.write(`quicksilver: warning: transport: ${err.message}\n`);
+      else fail([`transport: ${(err as Error).message}`]);
     }
     const workers = config.workers ?? defaultWorkers();
     const processes = workers > 1 ? `${workers} worker processes${config.workers === undefined ? ', one per core' : ''}` : 'a single process';

@@ -14,6 +14,13 @@ export const DEV_KEY = '!ChangeThisMercureHubJWTSecretKey!';
  */
 export const DEFAULT_TRANSPORT_URL = 'lmdb://./.quicksilver/hub.lmdb';
 
+/**
+ * The `--dev` profile's store: its own file, so that a development hub and a production start
+ * in the same directory never share a store (one store has one owning hub; the second would be
+ * refused).
+ */
+export const DEV_TRANSPORT_URL = 'lmdb://./.quicksilver/dev.lmdb';
+
 /** Example keys published in documentation: anyone can sign tokens with them. */
 export const WELL_KNOWN_KEYS = [DEV_KEY, '!ChangeMe!'];
 
@@ -27,7 +34,8 @@ export const WELL_KNOWN_KEYS = [DEV_KEY, '!ChangeMe!'];
  * - `cors_origins`: `*`;
  * - `publish_origins`: `*`;
  * - `ui` and `demo`: true;
- * - `addr`: `localhost:3000` (only reachable from this machine; use `--addr :3000` in a container).
+ * - `addr`: `localhost:3000` (only reachable from this machine; use `--addr :3000` in a container);
+ * - `transport_url`: {@link DEV_TRANSPORT_URL}.
  */
 export function devLayer(): Layer {
   const src = '--dev';
@@ -39,5 +47,6 @@ export function devLayer(): Layer {
   put(layer, 'ui', true, src, '');
   put(layer, 'demo', true, src, '');
   put(layer, 'addr', 'localhost:3000', src, '');
+  put(layer, 'transportUrl', DEV_TRANSPORT_URL, src, '');
   return layer;
 }

@@ -26,7 +26,7 @@ import { parseArgv } from './flags.js';
 import { resolveRawKey } from './keys.js';
 
 export { parseDuration } from '../util/duration.js';
-export { DEFAULT_TRANSPORT_URL, DEV_KEY } from './defaults.js';
+export { DEFAULT_TRANSPORT_URL, DEV_KEY, DEV_TRANSPORT_URL } from './defaults.js';
 export { parseDirectives } from './directives.js';
 export { configUsage } from './flags.js';
 export type { Config, ConfigInput, ConfigResult, LogFormat, ServerConfig } from './types.js';

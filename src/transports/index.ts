@@ -39,6 +39,8 @@ export async function createTransport(url: string, logger: Logger): Promise<Tran
       const { lmdbTransportFromUrl } = await import('./lmdb.js');
       if (scheme === 'bolt') logger.warn({ url }, 'bolt:// is deprecated: using an LMDB store at the same path + ".lmdb"');
       const t = lmdbTransportFromUrl(u, logger);
+      // Owning the store is part of opening it: a store another hub owns is refused here.
+      await t.claim();
       const h = t.health();
       if (!h.ready) throw new Error(`cannot open the LMDB store: ${h.reason ?? 'unknown error'}`);
       return t;

@@ -7,6 +7,9 @@ import { open, type Database, type RootDatabase } from 'lmdb';
 import type { Logger } from '../observability/logger.js';
 import { TransportUnavailableError, type Transport, type TransportHealth } from '../core/transport.js';
 import type { StoredUpdate, Update } from '../core/update.js';
+import { claimStore, StoreInUseError, type StoreClaim } from './store-lock.js';
+
+export { StoreInUseError } from './store-lock.js';
 
 export interface LmdbTransportOptions {
   /**
@@ -66,7 +69,10 @@ interface Pending {
   reject(err: unknown): void;
 }
 
-/** Store paths open in this process: a second transport on the same path would fork the seq. */
+/**
+ * Store paths claimed in this process: a second transport on the same path would fork the seq.
+ * Other processes are kept out by the store claim (store-lock.ts).
+ */
 const openPaths = new Set<string>();
 
 const silent: Logger = { error() {}, warn() {}, info() {}, debug() {} };
@@ -81,7 +87,11 @@ const silent: Logger = { error() {}, warn() {}, info() {}, debug() {} };
  * once LMDB has synced it to disk: `dispatch` resolving means the update survives a crash or
  * power loss. Deliveries happen after commit, in seq order, whatever order commits complete in.
  *
- * Single process per store path. LMDB itself supports several processes on one environment;
+ * One owning process per store path, enforced: `claim()` (run by `start()`, and by
+ * createTransport before it returns) refuses a store that another process owns with a
+ * StoreInUseError naming its pid; a claim dies with its process, so a store left by a crashed
+ * hub opens at once. A cluster's primary owns the store and its workers reach it over IPC.
+ * LMDB itself supports several processes on one environment;
  * sharing a store between hub workers would need (1) the seq assigned inside the write
  * transaction (an async `transaction()` reading the last key) instead of from this process's
  * counter, (2) every process tailing `updates` after each commit anywhere (a notification
@@ -114,6 +124,10 @@ export class LmdbTransport implements Transport {
   private trimAgain = false;
   private timer: NodeJS.Timeout | null = null;
   private probeTimer: NodeJS.Timeout | null = null;
+  private claiming: Promise<void> | null = null;
+  private ownership: StoreClaim | null = null;
+  /** This instance holds the path in `openPaths`. */
+  private reserved = false;
 
   constructor(options: LmdbTransportOptions, logger?: Logger) {
     this.log = logger ?? silent;
@@ -129,16 +143,63 @@ export class LmdbTransport implements Transport {
     if (this.size === 0 && this.maxAge === 0) {
       this.log.warn({ path: this.path }, 'lmdb transport: history is unbounded (size=0 and max_age=0), the store will grow forever');
     }
+    if (openPaths.has(this.path)) {
+      this.openError = `cannot open LMDB store at ${this.path}: the store is already open in this process`;
+      this.log.error({ path: this.path }, 'lmdb transport: cannot open the store');
+    } else {
+      openPaths.add(this.path);
+      this.reserved = true;
+    }
+  }
+
+  /**
+   * Makes this process the store's owner, then opens it (nothing is read or written before).
+   * Rejects with StoreInUseError when another process owns it; other failures to open are
+   * reported by `health()`. Idempotent.
+   */
+  claim(): Promise<void> {
+    this.claiming ??= this.claimAndOpen();
+    return this.claiming;
+  }
+
+  private async claimAndOpen(): Promise<void> {
+    if (this.openError || this.closed) return;
+    try {
+      this.ownership = await claimStore(this.path);
+    } catch (err) {
+      this.unreserve();
+      // Refused: the caller says so, in one line (the CLI exits 2 with it).
+      if (err instanceof StoreInUseError) {
+        this.openError = err.message;
+        throw err;
+      }
+      this.openError = `cannot open LMDB store at ${this.path}: ${errorMessage(err)}`;
+      this.log.error({ err, path: this.path }, 'lmdb transport: cannot claim the store');
+      return;
+    }
+    if (this.closed) return void (await this.releaseOwnership());
     try {
       this.stores = this.openStores();
     } catch (err) {
       this.openError = `cannot open LMDB store at ${this.path}: ${errorMessage(err)}`;
       this.log.error({ err, path: this.path }, 'lmdb transport: cannot open the store');
+      this.unreserve();
+      await this.releaseOwnership();
     }
   }
 
+  private unreserve(): void {
+    if (this.reserved) openPaths.delete(this.path);
+    this.reserved = false;
+  }
+
+  private async releaseOwnership(): Promise<void> {
+    const o = this.ownership;
+    this.ownership = null;
+    await o?.release();
+  }
+
   private openStores(): Stores {
-    if (openPaths.has(this.path)) throw new Error('the store is already open in this process');
     // An existing directory or file keeps its mode; a new path is a file when it has an extension.
     const stat = fs.statSync(this.path, { throwIfNoEntry: false });
     const root = open({
@@ -163,7 +224,6 @@ export class LmdbTransport implements Transport {
       for (const { key, value } of updates.getRange({ reverse: true, limit: 1 })) {
         if (key > this.seq) [this.seq, this.lastId] = [key, value[1]];
       }
-      openPaths.add(this.path);
       return { root, updates, ids, meta };
     } catch (err) {
       void root.close();
@@ -173,6 +233,7 @@ export class LmdbTransport implements Transport {
 
   async start(deliver: (update: StoredUpdate) => void): Promise<void> {
     this.deliver = deliver;
+    await this.claim();
     if (!this.stores) return;
     if (this.maxAge > 0) {
       this.timer = setInterval(() => void this.trim(), this.cleanupInterval);
@@ -407,7 +468,13 @@ export class LmdbTransport implements Transport {
     this.timer = null;
     this.stopProbing();
     const s = this.stores;
-    if (!s) return;
+    if (!s) {
+      // A claim still in progress ends with the store released (claimAndOpen sees `closed`).
+      await this.claiming?.catch(() => {});
+      this.unreserve();
+      await this.releaseOwnership();
+      return;
+    }
     // Let in-flight dispatches and cleanup finish, then close the environment.
     await Promise.allSettled(this.pending.slice(this.pendingHead).map((p) => p.done));
     await this.trimming;
@@ -417,7 +484,9 @@ export class LmdbTransport implements Transport {
       await s.root.close();
     } finally {
       this.stores = null;
-      openPaths.delete(this.path);
+      this.unreserve();
+      // Only once the environment is closed may another process own the store.
+      await this.releaseOwnership();
     }
   }
 
