@@ -123,6 +123,8 @@ export class Hub implements SubscriberOwner {
     return update;
   }
 
+  private readonly frameFor = (u: StoredUpdate): Buffer => this.frameOf(u);
+
   private frameOf(u: StoredUpdate): Buffer {
     let f = this.frames.get(u.seq);
     if (!f) {
@@ -194,12 +196,13 @@ export class Hub implements SubscriberOwner {
     if (lastEventId === undefined) return { cursor: undefined, resume: () => sub.endReplay([], -1n) };
     let lastSeq = -1n;
     let found = false;
-    const replayed: Buffer[] = [];
+    // Updates, not frames: a long replay is framed as it streams (see Subscriber.endReplay).
+    const replayed: StoredUpdate[] = [];
     if (lastEventId !== '') {
       try {
         const res = await this.transport.history(lastEventId, (u) => {
           if (u.seq > lastSeq) lastSeq = u.seq;
-          if (this.entitled(sub, u)) replayed.push(this.frameOf(u));
+          if (this.entitled(sub, u)) replayed.push(u);
         });
         found = res.found;
       } catch (err) {
@@ -207,7 +210,7 @@ export class Hub implements SubscriberOwner {
       }
     }
     const cursor = lastEventId === 'earliest' || !found ? 'earliest' : lastEventId;
-    return { cursor, resume: () => sub.endReplay(replayed, lastSeq) };
+    return { cursor, resume: () => sub.endReplay(replayed, lastSeq, this.frameFor) };
   }
 
   /** @internal Called by a subscriber when it closes. */

@@ -2,7 +2,10 @@ import type { Grants } from '../auth/grants.js';
 import type { DeliveryBatch, FrameRun } from './delivery-batch.js';
 import type { Matcher } from './topic-matcher.js';
 import type { StoredUpdate } from './update.js';
-import { COMMENT } from './sse.js';
+import { COMMENT, serializeUpdate } from './sse.js';
+
+/** Bytes of replayed frames per write. */
+const REPLAY_WRITE_SIZE = 64 * 1024;
 
 /** Where a subscriber's bytes go: an HTTP response in practice, anything writable in tests. */
 export interface SubscriberSink {
@@ -73,6 +76,8 @@ export class Subscriber {
   // Position of the last update the replay read. A store may show a committed update to readers
   // before its transport delivers it; such an update, replayed already, must not be sent again.
   private replayedUpTo: bigint | null = null;
+  // A replay being streamed: the updates, the next to write, and how to frame one.
+  private replay: { updates: readonly StoredUpdate[]; next: number; frameOf: (u: StoredUpdate) => Buffer } | null = null;
   owner: SubscriberOwner | null = null;
 
   constructor(init: SubscriberInit) {
@@ -102,16 +107,58 @@ export class Subscriber {
   }
 
   /**
-   * Ends a replay: sends the replayed frames, then the live updates that arrived meanwhile unless
-   * the history read already covered them (their position is at or before the last one it read).
+   * Ends a replay: streams the replayed updates as the sink takes them, then the live updates
+   * that arrived meanwhile unless the history read already covered them (their position is at or
+   * before the last one it read).
    */
-  endReplay(replayed: readonly Buffer[], lastReadSeq: bigint): void {
+  endReplay(replayed: readonly StoredUpdate[], lastReadSeq: bigint, frameOf: (u: StoredUpdate) => Buffer = serializeUpdate): void {
+    if (lastReadSeq >= 0n) this.replayedUpTo = lastReadSeq;
+    if (replayed.length === 0) {
+      this.releasePending();
+      return;
+    }
+    this.replay = { updates: replayed, next: 0, frameOf };
+    this.pumpReplay();
+  }
+
+  /**
+   * Writes the replay until the sink is saturated, then waits for its drain. The replay is never
+   * queued: a history of any length streams under backpressure, and the queue's cut is for live
+   * updates a subscriber does not read. A sink that takes nothing for dispatch_timeout is cut
+   * all the same (blockedSince), as any stalled write is.
+   */
+  private pumpReplay(): void {
+    const r = this.replay;
+    if (!r || this.closed || this.queue) return;
+    for (;;) {
+      if (r.next >= r.updates.length) {
+        this.replay = null;
+        this.blockedSince = 0;
+        this.releasePending();
+        return;
+      }
+      // Frames are small: ~64 KiB per write keeps a 100k-update replay to a few thousand writes.
+      const parts: Buffer[] = [];
+      let size = 0;
+      while (r.next < r.updates.length && size < REPLAY_WRITE_SIZE) {
+        const f = r.frameOf(r.updates[r.next++]!);
+        parts.push(f);
+        size += f.length;
+      }
+      this.lastWrite = Date.now();
+      if (!this.sink.write(parts.length === 1 ? parts[0]! : Buffer.concat(parts, size))) {
+        this.blockedSince = this.lastWrite;
+        return;
+      }
+    }
+  }
+
+  /** Sends the live updates held during the replay. */
+  private releasePending(): void {
     const pending = this.pending;
     const frames = this.pendingFrames;
     this.pending = null;
     this.pendingFrames = null;
-    for (const f of replayed) this.write(f);
-    if (lastReadSeq >= 0n) this.replayedUpTo = lastReadSeq;
     if (!pending || !frames) return;
     for (let i = 0; i < pending.length; i++) this.deliver(pending[i]!, frames[i]!);
   }
@@ -122,6 +169,11 @@ export class Subscriber {
    */
   deliver(update: StoredUpdate, frame: Buffer, batch?: DeliveryBatch): void {
     if (this.pending) {
+      // Live updates wait for the replay, up to the buffer a saturated subscriber gets.
+      if (this.pending.length >= this.bufferSize) {
+        this.close('slow');
+        return;
+      }
       this.pending.push(update);
       this.pendingFrames!.push(frame);
       return;
@@ -167,13 +219,17 @@ export class Subscriber {
   }
 
   heartbeat(): void {
-    if (!this.queue) this.write(COMMENT);
+    if (!this.queue && !this.replay) this.write(COMMENT);
   }
 
   /** The sink can take more: flush what was queued. */
   drain(): void {
     const q = this.queue;
-    if (!q || this.closed) return;
+    if (this.closed) return;
+    if (!q) {
+      this.pumpReplay();
+      return;
+    }
     this.queue = null;
     this.queuedFrames = 0;
     this.blockedSince = 0;
@@ -186,6 +242,7 @@ export class Subscriber {
         return;
       }
     }
+    this.pumpReplay();
   }
 
   get queued(): number {
@@ -203,6 +260,7 @@ export class Subscriber {
     this.queue = null;
     this.pending = null;
     this.pendingFrames = null;
+    this.replay = null;
     if (reason === 'slow' || reason === 'error') this.sink.destroy();
     else {
       if (farewell) this.sink.write(farewell);
