@@ -1,18 +1,13 @@
-import { randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { isIP } from 'node:net';
-import { Redis, type RedisOptions } from 'ioredis';
-import type { Logger } from '../../observability/logger.js';
-import { TransportUnavailableError, type SubscriptionRecord, type Transport, type TransportHealth } from '../../core/transport.js';
-import type { StoredUpdate, Update } from '../../core/update.js';
-
 /*
- * Redis (or Valkey) transport: history and fan-out on one Redis Stream, presence in a hash.
+ * Redis (or Valkey) transport: history and fan-out on one Redis Stream, presence in a hash. This
+ * file is the entry: the transport's lifecycle, the stream reader that feeds `deliver`, publishing
+ * and replay. Around it: scripts.ts (the Lua steps), entry.ts (the entry format), presence.ts
+ * (subscription records), connection.ts (a connection that fails fast) and options.ts (the URL).
  *
  * Keys, for a stream named S (all derived from S, so give each hub cluster its own S):
  *   S                   the stream; one entry per update, fields i (id), t (topics, JSON), d (data),
  *                       p (private, 1/0), y (type, optional), r (retry, optional).
- *   S:ids               sorted set indexing every entry by its update id, see DISPATCH_SCRIPT.
+ *   S:ids               sorted set indexing every entry by its update id, see scripts.ts.
  *   S:subscriptions     hash `nodeId|subscriber|kind|match` → record JSON (presence).
  *   S:node:<nodeId>     heartbeat of a live node, with a TTL.
  *
@@ -42,231 +37,21 @@ import type { StoredUpdate, Update } from '../../core/update.js';
  * primary with replicas) only: the scripts derive key names, which Redis Cluster forbids. The
  * transport survives Redis restarts and failovers behind the same address.
  */
+import { randomUUID } from 'node:crypto';
+import type { RedisOptions } from 'ioredis';
+import type { Logger } from '../../observability/logger.js';
+import { TransportUnavailableError, type SubscriptionRecord, type Transport, type TransportHealth } from '../../core/transport.js';
+import type { StoredUpdate, Update } from '../../core/update.js';
+import { Connection, PAGE, sleep } from './connection.js';
+import { entryFields, entryUpdateId, parseEntry } from './entry.js';
+import { redisOptionsFromUrl, type RedisTransportOptions } from './options.js';
+import { RedisPresence } from './presence.js';
+import { defineScripts, type Entry, type Scripts } from './scripts.js';
+
+export type { RedisTransportOptions } from './options.js';
 
 /** Time a blocked XREAD waits before looping (also bounds how long close() can take). */
 const DEFAULT_BLOCK_MS = 5_000;
-const PAGE = 1000;
-
-/**
- * Appends the update and indexes it; trims the stream when it outgrew `size + slack`.
- *
- * The id index is a sorted set whose members all have score 0, so it is ordered by member bytes:
- * `<byte length of id, 10 digits><id><entry ms, 20 digits><entry n, 20 digits>`. The length prefix
- * makes `<length><id>` a prefix shared by exactly the occurrences of that id, and the zero-padded
- * entry id sorts them in stream order: the first member of the range is the earliest occurrence
- * still in the stream. Trimming is done here rather than with `XADD MAXLEN ~` because this script
- * has to know which entries go in order to drop exactly their index members: the index never points
- * at a trimmed entry and never forgets a later occurrence of a reused id. The trim is batched (every
- * `slack` entries, 1 % of `size`), which keeps it approximate and cheap like `MAXLEN ~`.
- *
- * KEYS: stream, index. ARGV: size, slack, update id, field/value pairs. Returns { entry id, length }.
- */
-const DISPATCH_SCRIPT = `
-local function member(id, eid)
-  local dash = string.find(eid, '-', 1, true)
-  local ms = string.sub(eid, 1, dash - 1)
-  local n = string.sub(eid, dash + 1)
-  return string.format('%010d', #id) .. id .. string.rep('0', 20 - #ms) .. ms .. string.rep('0', 20 - #n) .. n
-end
-local eid = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 4))
-redis.call('ZADD', KEYS[2], 0, member(ARGV[3], eid))
-local size = tonumber(ARGV[1])
-local len = redis.call('XLEN', KEYS[1])
-if len > size + tonumber(ARGV[2]) then
-  local k = len - size
-  local old = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', k + 1)
-  for i = 1, k do
-    local f = old[i][2]
-    for j = 1, #f, 2 do
-      if f[j] == 'i' then
-        redis.call('ZREM', KEYS[2], member(f[j + 1], old[i][1]))
-        break
-      end
-    end
-  end
-  redis.call('XTRIM', KEYS[1], 'MINID', old[k + 1][1])
-  len = redis.call('XLEN', KEYS[1])
-end
-return { eid, len }
-`;
-
-/**
- * Finds the earliest entry of an update id and returns it with the first page after it, or nil.
- * KEYS: stream, index. ARGV: update id, page size.
- */
-const FIND_SCRIPT = `
-local p = string.format('%010d', #ARGV[1]) .. ARGV[1]
-local m = redis.call('ZRANGEBYLEX', KEYS[2], '[' .. p, '[' .. p .. ':', 'LIMIT', 0, 1)
-if #m == 0 then return false end
-local s = string.sub(m[1], #p + 1)
-local ms = (string.gsub(string.sub(s, 1, 20), '^0+(%d)', '%1'))
-local n = (string.gsub(string.sub(s, 21), '^0+(%d)', '%1'))
-local eid = ms .. '-' .. n
-return { eid, redis.call('XRANGE', KEYS[1], '(' .. eid, '+', 'COUNT', tonumber(ARGV[2])) }
-`;
-
-/**
- * Drops presence records of nodes whose heartbeat key is gone. Checks and deletes atomically, so a
- * node that comes back (and re-adds its records) at the same moment cannot lose them.
- * KEYS: presence hash. ARGV: node key prefix, fields.
- */
-const CLEANUP_SCRIPT = `
-local alive = {}
-local removed = 0
-for i = 2, #ARGV do
-  local node = string.match(ARGV[i], '^([^|]*)|')
-  if node then
-    local a = alive[node]
-    if a == nil then
-      a = redis.call('EXISTS', ARGV[1] .. node) == 1
-      alive[node] = a
-    end
-    if not a then removed = removed + redis.call('HDEL', KEYS[1], ARGV[i]) end
-  end
-end
-return removed
-`;
-
-type Entry = [id: string, fields: string[]];
-
-interface Scripts {
-  qsDispatch(stream: string, index: string, ...args: (string | number)[]): Promise<[string, number]>;
-  qsFind(stream: string, index: string, id: string, count: number): Promise<[string, Entry[]] | null>;
-  qsCleanup(hash: string, prefix: string, ...fields: string[]): Promise<number>;
-}
-
-export interface RedisTransportOptions {
-  /** ioredis connection options (host, port, username, password, db, tls…). */
-  redis?: RedisOptions | undefined;
-  /** Stream key; the other keys are derived from it. Default `mercure`. */
-  stream?: string | undefined;
-  /** Updates kept for replay (approximately: trimmed by batches of 1 %). Default 100 000; ≥ 1. */
-  size?: number | undefined;
-  /** Replicas that must acknowledge each publish (`WAIT`). Default 0 (none). */
-  waitReplicas?: number | undefined;
-  /** How long `WAIT` waits for the replicas, ms. Default 1000. */
-  waitTimeout?: number | undefined;
-  /** A command (a publish) fails after this many ms without an answer. Default 5000. */
-  commandTimeout?: number | undefined;
-  /** Gives up one connection attempt after this many ms (reconnection continues). Default 5000. */
-  connectTimeout?: number | undefined;
-  /** Presence heartbeat period, ms. Default 5000. */
-  heartbeatInterval?: number | undefined;
-  /** A node whose heartbeat is older than this is dead and its records are dropped. Default 3 × heartbeat. */
-  presenceTtl?: number | undefined;
-  /** XREAD BLOCK time, ms. Default 5000. */
-  blockTimeout?: number | undefined;
-  /** Identifies this node in presence records. Default: a random UUID (never reuse across processes). */
-  nodeId?: string | undefined;
-  logger?: Logger | undefined;
-}
-
-/** One ioredis connection plus what the transport needs around it. */
-class Connection {
-  readonly client: Redis;
-  lastError: string | undefined;
-  private readonly inflight = new Set<(err: Error) => void>();
-  private wasReady = false;
-  private down = false;
-
-  constructor(
-    options: RedisOptions,
-    private readonly role: string,
-    private readonly address: string,
-    private readonly logger: Logger | undefined,
-  ) {
-    this.client = new Redis(options);
-    this.client.on('error', (err: Error) => {
-      this.lastError = err.message || String(err);
-    });
-    this.client.on('ready', () => {
-      this.lastError = undefined;
-      if (this.down) this.logger?.info({ redis: this.address, connection: this.role }, 'Redis connection restored');
-      this.down = false;
-      this.wasReady = true;
-    });
-    this.client.on('close', () => {
-      // Commands in flight when the connection drops are never answered (resending is disabled):
-      // fail them now instead of letting their callers hang.
-      const lost = new Error(`connection to Redis lost${this.lastError ? ` (${this.lastError})` : ''}`);
-      for (const fail of this.inflight) fail(lost);
-      this.inflight.clear();
-    });
-    this.client.on('reconnecting', () => {
-      // Once per outage, not at every attempt.
-      if (this.wasReady && !this.down) {
-        this.down = true;
-        this.logger?.warn({ redis: this.address, connection: this.role, reason: this.lastError }, 'Redis connection lost, reconnecting');
-      }
-    });
-  }
-
-  get ready(): boolean {
-    return this.client.status === 'ready';
-  }
-
-  /** Settles with the command, or rejects as soon as the connection is lost (or after `ms`). */
-  run<T>(command: Promise<T>, ms = 0): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      let timer: NodeJS.Timeout | undefined;
-      const fail = (err: Error): void => {
-        if (timer) clearTimeout(timer);
-        this.inflight.delete(fail);
-        reject(err);
-      };
-      this.inflight.add(fail);
-      if (ms > 0) timer = setTimeout(() => fail(new Error(`Redis did not answer within ${ms} ms`)), ms);
-      command.then(
-        (value) => {
-          if (timer) clearTimeout(timer);
-          this.inflight.delete(fail);
-          resolve(value);
-        },
-        (err: unknown) => fail(err instanceof Error ? err : new Error(String(err))),
-      );
-    });
-  }
-
-  /** Resolves when the connection is ready, after `ms`, or on abort, whichever comes first. */
-  waitReady(ms: number, signal: AbortSignal): Promise<void> {
-    if (this.ready || signal.aborted) return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = (): void => {
-        clearTimeout(timer);
-        this.client.off('ready', done);
-        this.client.off('end', done);
-        signal.removeEventListener('abort', done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      this.client.once('ready', done);
-      this.client.once('end', done);
-      signal.addEventListener('abort', done);
-    });
-  }
-
-  describe(): string {
-    return this.lastError ?? (this.client.status === 'ready' ? 'ready' : `connection ${this.client.status}`);
-  }
-}
-
-/** Resolves after `ms`, or on abort. */
-const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
-  new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const done = (): void => {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener('abort', done);
-  });
-
-function entrySeq(eid: string): bigint {
-  const dash = eid.indexOf('-');
-  return (BigInt(eid.slice(0, dash)) << 64n) | BigInt(eid.slice(dash + 1));
-}
 
 export class RedisTransport implements Transport {
   readonly name = 'redis';
@@ -274,9 +59,6 @@ export class RedisTransport implements Transport {
   readonly nodeId: string;
   readonly stream: string;
   private readonly indexKey: string;
-  private readonly presenceKey: string;
-  private readonly nodePrefix: string;
-  private readonly nodeKey: string;
   private readonly size: number;
   private readonly slack: number;
   private readonly waitReplicas: number;
@@ -291,6 +73,7 @@ export class RedisTransport implements Transport {
   private readonly cmd: Connection;
   private readonly reader: Connection;
   private readonly scripts: Scripts;
+  private readonly presence: RedisPresence;
 
   private deliver: ((u: StoredUpdate) => void) | null = null;
   private started = false;
@@ -304,20 +87,13 @@ export class RedisTransport implements Transport {
   private ticking = false;
   private stalled: string | undefined;
   private length = 0;
-  /** This node's presence records (field → JSON), re-published if its heartbeat lapsed. */
-  private readonly presence = new Map<string, string>();
-  /** A presence write failed: Redis may disagree with `presence` until the next resync. */
-  private presenceDirty = false;
 
   constructor(options: RedisTransportOptions = {}) {
     this.stream = options.stream ?? 'mercure';
     if (this.stream === '') throw new Error('Redis transport: the stream name must not be empty');
     this.indexKey = `${this.stream}:ids`;
-    this.presenceKey = `${this.stream}:subscriptions`;
-    this.nodePrefix = `${this.stream}:node:`;
     this.nodeId = options.nodeId ?? randomUUID();
     if (this.nodeId.includes('|')) throw new Error('Redis transport: the node id must not contain "|"');
-    this.nodeKey = this.nodePrefix + this.nodeId;
     this.size = Math.floor(options.size ?? 100_000);
     if (!(this.size >= 1)) throw new Error('Redis transport: size must be at least 1 (the stream also carries the fan-out)');
     this.slack = Math.min(1000, Math.max(1, Math.ceil(this.size / 100)));
@@ -359,10 +135,8 @@ export class RedisTransport implements Transport {
       this.address,
       this.logger,
     );
-    this.cmd.client.defineCommand('qsDispatch', { numberOfKeys: 2, lua: DISPATCH_SCRIPT });
-    this.cmd.client.defineCommand('qsFind', { numberOfKeys: 2, lua: FIND_SCRIPT });
-    this.cmd.client.defineCommand('qsCleanup', { numberOfKeys: 1, lua: CLEANUP_SCRIPT });
-    this.scripts = this.cmd.client as unknown as Scripts;
+    this.scripts = defineScripts(this.cmd.client);
+    this.presence = new RedisPresence(this.stream, this.nodeId, this.cmd, this.scripts, this.logger, () => this.closed);
     this.cmd.client.on('ready', () => void this.tick());
   }
 
@@ -424,7 +198,7 @@ export class RedisTransport implements Transport {
           for (const [eid, fields] of entries) {
             if (this.closed) return;
             this.lastId = eid;
-            const update = this.parse(eid, fields);
+            const update = parseEntry(eid, fields, this.stream, this.logger);
             if (!update) continue;
             try {
               this.deliver?.(update);
@@ -448,54 +222,6 @@ export class RedisTransport implements Transport {
     }
   }
 
-  private parse(eid: string, fields: string[]): StoredUpdate | null {
-    let id: string | undefined;
-    let topics: string[] | undefined;
-    let data = '';
-    let priv = false;
-    let type: string | undefined;
-    let retry: number | undefined;
-    try {
-      for (let i = 0; i + 1 < fields.length; i += 2) {
-        const v = fields[i + 1]!;
-        switch (fields[i]) {
-          case 'i': id = v; break;
-          case 't': topics = JSON.parse(v) as string[]; break;
-          case 'd': data = v; break;
-          case 'p': priv = v === '1'; break;
-          case 'y': type = v || undefined; break;
-          case 'r': retry = Number(v) || undefined; break;
-        }
-      }
-    } catch {
-      topics = undefined;
-    }
-    if (id === undefined || !Array.isArray(topics) || topics.length === 0) {
-      this.logger?.warn({ stream: this.stream, entry: eid }, 'skipping a stream entry that is not a Quicksilver update');
-      return null;
-    }
-    return Object.freeze({
-      topics: Object.freeze(topics.map(String)),
-      data,
-      private: priv,
-      id,
-      type,
-      retry,
-      seq: entrySeq(eid),
-    });
-  }
-
-  private unavailable(what: string, err: unknown): TransportUnavailableError {
-    let reason = err instanceof Error ? err.message : String(err);
-    // ioredis' own message for a disconnected client says nothing about why.
-    if (reason.includes("enableOfflineQueue") || reason.startsWith('Connection is closed')) {
-      reason = `not connected (${this.cmd.lastError ?? this.cmd.client.status})`;
-    }
-    const e = new TransportUnavailableError(`Redis ${this.address}: ${what}: ${reason}`);
-    (e as { cause?: unknown }).cause = err;
-    return e;
-  }
-
   async dispatch(update: Update): Promise<void> {
     if (this.closed) throw new TransportUnavailableError('Redis transport closed');
     if (this.lastId === undefined) {
@@ -503,14 +229,12 @@ export class RedisTransport implements Transport {
       // deliver its own update.
       throw new TransportUnavailableError(`Redis ${this.address}: not connected yet (${this.reader.describe()})`);
     }
-    const fields: string[] = ['i', update.id, 't', JSON.stringify(update.topics), 'd', update.data, 'p', update.private ? '1' : '0'];
-    if (update.type) fields.push('y', update.type);
-    if (update.retry) fields.push('r', String(update.retry));
+    const fields = entryFields(update);
     let res: [string, number];
     try {
       res = await this.cmd.run(this.scripts.qsDispatch(this.stream, this.indexKey, this.size, this.slack, update.id, ...fields));
     } catch (err) {
-      throw this.unavailable('cannot store the update', err);
+      throw this.cmd.unavailable('cannot store the update', err);
     }
     this.length = Number(res[1]);
     if (this.waitReplicas > 0) {
@@ -518,7 +242,7 @@ export class RedisTransport implements Transport {
       try {
         acked = Number(await this.cmd.run(this.cmd.client.call('WAIT', this.waitReplicas, this.waitTimeout)));
       } catch (err) {
-        throw this.unavailable('update stored on the primary but replication not confirmed', err);
+        throw this.cmd.unavailable('update stored on the primary but replication not confirmed', err);
       }
       if (acked < this.waitReplicas) {
         throw new TransportUnavailableError(
@@ -541,7 +265,7 @@ export class RedisTransport implements Transport {
       }
       for (;;) {
         for (const [eid, fields] of page) {
-          const u = this.parse(eid, fields);
+          const u = parseEntry(eid, fields, this.stream, this.logger);
           if (u) onUpdate(u);
         }
         if (page.length < PAGE) return { found: true };
@@ -549,7 +273,7 @@ export class RedisTransport implements Transport {
         page = await this.cmd.run(this.cmd.client.xrange(this.stream, `(${last}`, '+', 'COUNT', PAGE));
       }
     } catch (err) {
-      throw err instanceof TransportUnavailableError ? err : this.unavailable('cannot read the history', err);
+      throw err instanceof TransportUnavailableError ? err : this.cmd.unavailable('cannot read the history', err);
     }
   }
 
@@ -559,12 +283,11 @@ export class RedisTransport implements Transport {
     try {
       last = await this.cmd.run(this.cmd.client.xrevrange(this.stream, '+', '-', 'COUNT', 1));
     } catch (err) {
-      throw this.unavailable('cannot read the last event id', err);
+      throw this.cmd.unavailable('cannot read the last event id', err);
     }
     const fields = last[0]?.[1];
     if (!fields) return 'earliest';
-    for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i] === 'i') return fields[i + 1]!;
-    return 'earliest';
+    return entryUpdateId(fields) ?? 'earliest';
   }
 
   /** Stream length, refreshed after each dispatch and at each heartbeat (other nodes publish too). */
@@ -592,12 +315,12 @@ export class RedisTransport implements Transport {
     this.ticking = true;
     try {
       const [previous, length] = await Promise.all([
-        this.cmd.run(this.cmd.client.call('SET', this.nodeKey, String(Date.now()), 'PX', this.presenceTtl, 'GET')),
+        this.cmd.run(this.cmd.client.call('SET', this.presence.nodeKey, String(Date.now()), 'PX', this.presenceTtl, 'GET')),
         this.cmd.run(this.cmd.client.xlen(this.stream)),
       ]);
       this.length = length;
       this.stalled = undefined;
-      if ((previous === null && this.presence.size > 0) || this.presenceDirty) await this.resyncPresence();
+      if ((previous === null && this.presence.size > 0) || this.presence.dirty) await this.presence.resync();
     } catch (err) {
       const message = err instanceof Error ? err.message : String(err);
       if (message === 'Command timed out' && this.cmd.ready) {
@@ -611,118 +334,17 @@ export class RedisTransport implements Transport {
     }
   }
 
-  /** Makes Redis hold exactly this node's records: after a lapsed heartbeat or a failed write. */
-  private async resyncPresence(): Promise<void> {
-    this.presenceDirty = false;
-    try {
-      const pattern = `${this.nodeId.replace(/[*?[\]\\]/g, '\\$&')}|*`;
-      const stale: string[] = [];
-      let cursor = '0';
-      do {
-        const [next, flat] = await this.cmd.run(this.cmd.client.hscan(this.presenceKey, cursor, 'MATCH', pattern, 'COUNT', PAGE));
-        for (let i = 0; i < flat.length; i += 2) if (!this.presence.has(flat[i]!)) stale.push(flat[i]!);
-        cursor = next;
-      } while (cursor !== '0');
-      for (let i = 0; i < stale.length; i += PAGE) {
-        await this.cmd.run(this.cmd.client.hdel(this.presenceKey, ...stale.slice(i, i + PAGE)));
-      }
-      await this.publishPresence([...this.presence]);
-      this.logger?.info({ records: this.presence.size, removed: stale.length }, 'presence records re-synchronised with Redis');
-    } catch (err) {
-      this.presenceDirty = true;
-      throw err;
-    }
+  addSubscriptions(records: readonly SubscriptionRecord[]): Promise<void> {
+    return this.presence.addSubscriptions(records);
   }
 
-  private async publishPresence(entries: [string, string][]): Promise<void> {
-    for (let i = 0; i < entries.length; i += PAGE) {
-      const args = entries.slice(i, i + PAGE).flat();
-      await this.cmd.run(this.cmd.client.hset(this.presenceKey, ...args));
-    }
-  }
-
-  private field(r: SubscriptionRecord): string {
-    return `${this.nodeId}|${r.subscriber}|${r.kind}|${r.match}`;
-  }
-
-  async addSubscriptions(records: readonly SubscriptionRecord[]): Promise<void> {
-    const entries: [string, string][] = [];
-    for (const r of records) {
-      const value = JSON.stringify({ subscriber: r.subscriber, kind: r.kind, match: r.match, payload: r.payload });
-      const f = this.field(r);
-      this.presence.set(f, value);
-      entries.push([f, value]);
-    }
-    if (entries.length === 0 || this.closed) return;
-    try {
-      await this.publishPresence(entries);
-    } catch (err) {
-      // Kept locally: the next heartbeat that reaches Redis re-synchronises.
-      this.presenceDirty = true;
-      throw this.unavailable('cannot record the subscriptions', err);
-    }
-  }
-
-  async removeSubscriptions(records: readonly SubscriptionRecord[]): Promise<void> {
-    const fields: string[] = [];
-    for (const r of records) {
-      const f = this.field(r);
-      this.presence.delete(f);
-      fields.push(f);
-    }
-    if (fields.length === 0 || this.closed) return;
-    try {
-      for (let i = 0; i < fields.length; i += PAGE) {
-        await this.cmd.run(this.cmd.client.hdel(this.presenceKey, ...fields.slice(i, i + PAGE)));
-      }
-    } catch (err) {
-      this.presenceDirty = true;
-      throw this.unavailable('cannot remove the subscriptions', err);
-    }
+  removeSubscriptions(records: readonly SubscriptionRecord[]): Promise<void> {
+    return this.presence.removeSubscriptions(records);
   }
 
   /** Every node's records; records of nodes whose heartbeat lapsed are skipped and deleted. */
-  async listSubscriptions(): Promise<SubscriptionRecord[]> {
-    if (this.closed) throw new TransportUnavailableError('Redis transport closed');
-    try {
-      const all = new Map<string, string>();
-      let cursor = '0';
-      do {
-        const [next, flat] = await this.cmd.run(this.cmd.client.hscan(this.presenceKey, cursor, 'COUNT', PAGE));
-        for (let i = 0; i + 1 < flat.length; i += 2) all.set(flat[i]!, flat[i + 1]!);
-        cursor = next;
-      } while (cursor !== '0');
-      const nodes = new Set<string>();
-      for (const f of all.keys()) nodes.add(f.slice(0, f.indexOf('|')));
-      nodes.delete(this.nodeId);
-      const others = [...nodes];
-      const alive = new Set<string>([this.nodeId]);
-      if (others.length > 0) {
-        const beats = await this.cmd.run(this.cmd.client.mget(others.map((n) => this.nodePrefix + n)));
-        others.forEach((n, i) => {
-          if (beats[i] !== null) alive.add(n);
-        });
-      }
-      const records: SubscriptionRecord[] = [];
-      const dead: string[] = [];
-      for (const [f, value] of all) {
-        if (!alive.has(f.slice(0, f.indexOf('|')))) {
-          dead.push(f);
-          continue;
-        }
-        try {
-          records.push(JSON.parse(value) as SubscriptionRecord);
-        } catch {
-          dead.push(f);
-        }
-      }
-      for (let i = 0; i < dead.length; i += PAGE) {
-        await this.cmd.run(this.scripts.qsCleanup(this.presenceKey, this.nodePrefix, ...dead.slice(i, i + PAGE)));
-      }
-      return records;
-    } catch (err) {
-      throw this.unavailable('cannot list the subscriptions', err);
-    }
+  listSubscriptions(): Promise<SubscriptionRecord[]> {
+    return this.presence.listSubscriptions();
   }
 
   async close(): Promise<void> {
@@ -734,96 +356,14 @@ export class RedisTransport implements Transport {
     this.reader.client.disconnect();
     await this.loop?.catch(() => {});
     if (this.cmd.ready) {
-      // Leave cleanly: other nodes need not wait for the heartbeat to lapse.
-      const fields = [...this.presence.keys()];
-      this.presence.clear();
-      try {
-        for (let i = 0; i < fields.length; i += PAGE) {
-          await this.cmd.run(this.cmd.client.hdel(this.presenceKey, ...fields.slice(i, i + PAGE)), 1000);
-        }
-        await this.cmd.run(this.cmd.client.del(this.nodeKey), 1000);
-      } catch {
-        // Best effort: the heartbeat lapses anyway.
-      }
+      await this.presence.leave();
       await this.cmd.run(this.cmd.client.quit(), 1000).catch(() => {});
     }
     this.cmd.client.disconnect();
   }
 }
 
-const PARAMS = new Set([
-  'stream',
-  'size',
-  'max_length',
-  'wait',
-  'wait_timeout',
-  'command_timeout',
-  'connect_timeout',
-  'heartbeat',
-  'tls',
-  'tls_ca_file',
-  'tls_insecure',
-  'name',
-]);
-
-/**
- * `redis://[user:pass@]host[:port][/db]?stream=mercure&size=100000` (`rediss://` for TLS). Options:
- * `stream` (key, default `mercure`), `size` or `max_length` (history length, default 100 000),
- * `wait` (replicas that must acknowledge each publish, default 0), `wait_timeout` (ms, 1000),
- * `command_timeout` (ms, 5000), `connect_timeout` (ms, 5000), `heartbeat` (presence heartbeat ms,
- * 5000), `tls=1` (TLS on `redis://`), `tls_ca_file` (PEM CA bundle), `tls_insecure=1` (skip
- * certificate verification; testing only), `name` (client name shown by CLIENT LIST).
- */
+/** Builds the transport for a `redis://` or `rediss://` URL; see redisOptionsFromUrl for the syntax. */
 export function redisTransportFromUrl(url: URL, logger: Logger): RedisTransport {
-  const scheme = url.protocol.replace(/:$/, '');
-  if (scheme !== 'redis' && scheme !== 'rediss') throw new Error(`Redis transport: unsupported scheme "${scheme}://"`);
-  const q = url.searchParams;
-  for (const key of new Set(q.keys())) {
-    if (!PARAMS.has(key)) logger.warn({ param: key }, 'Redis transport URL: unknown parameter ignored');
-  }
-  const num = (name: string): number | undefined => {
-    const v = q.get(name);
-    if (v === null || v === '') return undefined;
-    const n = Number(v);
-    if (!Number.isFinite(n) || n < 0) throw new Error(`Redis transport URL: "${name}" must be a non-negative number, got "${v}"`);
-    return n;
-  };
-  const flag = (name: string): boolean => {
-    const v = q.get(name);
-    return v !== null && v !== '0' && v.toLowerCase() !== 'false';
-  };
-  const host = url.hostname.replace(/^\[(.*)\]$/, '$1') || '127.0.0.1';
-  const port = url.port ? Number(url.port) : 6379;
-  const dbPath = decodeURIComponent(url.pathname.replace(/^\//, ''));
-  let db = 0;
-  if (dbPath !== '') {
-    db = Number(dbPath);
-    if (!Number.isInteger(db) || db < 0) throw new Error(`Redis transport URL: the path must be a database number, got "/${dbPath}"`);
-  }
-  const redis: RedisOptions = { host, port, db };
-  if (url.username) redis.username = decodeURIComponent(url.username);
-  if (url.password) redis.password = decodeURIComponent(url.password);
-  const name = q.get('name');
-  if (name) redis.connectionName = name;
-  if (scheme === 'rediss' || flag('tls')) {
-    const tls: NonNullable<RedisOptions['tls']> = {};
-    if (!isIP(host)) tls.servername = host;
-    const ca = q.get('tls_ca_file');
-    if (ca) tls.ca = readFileSync(ca);
-    if (flag('tls_insecure')) tls.rejectUnauthorized = false;
-    redis.tls = tls;
-  }
-  const size = num('size') ?? num('max_length');
-  const heartbeat = num('heartbeat');
-  return new RedisTransport({
-    redis,
-    stream: q.get('stream') || undefined,
-    size,
-    waitReplicas: num('wait'),
-    waitTimeout: num('wait_timeout'),
-    commandTimeout: num('command_timeout'),
-    connectTimeout: num('connect_timeout'),
-    heartbeatInterval: heartbeat,
-    logger,
-  });
+  return new RedisTransport(redisOptionsFromUrl(url, logger));
 }

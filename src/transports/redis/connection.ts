@@ -1,0 +1,126 @@
+/*
+ * One Redis connection as the transport uses it: commands that fail as soon as the link drops
+ * instead of hanging (ioredis' resending is off, so it would never answer them), a readiness wait,
+ * outage logging once per outage, and the 503 error naming the cause. Both the command connection
+ * and the stream reader are one of these.
+ */
+import { Redis, type RedisOptions } from 'ioredis';
+import type { Logger } from '../../observability/logger.js';
+import { TransportUnavailableError } from '../../core/transport.js';
+
+/** Most items one command reads or writes (XRANGE/XREAD/HSCAN counts, HSET/HDEL batches). */
+export const PAGE = 1000;
+
+/** One ioredis connection plus what the transport needs around it. */
+export class Connection {
+  readonly client: Redis;
+  lastError: string | undefined;
+  private readonly inflight = new Set<(err: Error) => void>();
+  private wasReady = false;
+  private down = false;
+
+  constructor(
+    options: RedisOptions,
+    private readonly role: string,
+    private readonly address: string,
+    private readonly logger: Logger | undefined,
+  ) {
+    this.client = new Redis(options);
+    this.client.on('error', (err: Error) => {
+      this.lastError = err.message || String(err);
+    });
+    this.client.on('ready', () => {
+      this.lastError = undefined;
+      if (this.down) this.logger?.info({ redis: this.address, connection: this.role }, 'Redis connection restored');
+      this.down = false;
+      this.wasReady = true;
+    });
+    this.client.on('close', () => {
+      // Commands in flight when the connection drops are never answered (resending is disabled):
+      // fail them now instead of letting their callers hang.
+      const lost = new Error(`connection to Redis lost${this.lastError ? ` (${this.lastError})` : ''}`);
+      for (const fail of this.inflight) fail(lost);
+      this.inflight.clear();
+    });
+    this.client.on('reconnecting', () => {
+      // Once per outage, not at every attempt.
+      if (this.wasReady && !this.down) {
+        this.down = true;
+        this.logger?.warn({ redis: this.address, connection: this.role, reason: this.lastError }, 'Redis connection lost, reconnecting');
+      }
+    });
+  }
+
+  get ready(): boolean {
+    return this.client.status === 'ready';
+  }
+
+  /** Settles with the command, or rejects as soon as the connection is lost (or after `ms`). */
+  run<T>(command: Promise<T>, ms = 0): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      const fail = (err: Error): void => {
+        if (timer) clearTimeout(timer);
+        this.inflight.delete(fail);
+        reject(err);
+      };
+      this.inflight.add(fail);
+      if (ms > 0) timer = setTimeout(() => fail(new Error(`Redis did not answer within ${ms} ms`)), ms);
+      command.then(
+        (value) => {
+          if (timer) clearTimeout(timer);
+          this.inflight.delete(fail);
+          resolve(value);
+        },
+        (err: unknown) => fail(err instanceof Error ? err : new Error(String(err))),
+      );
+    });
+  }
+
+  /** Resolves when the connection is ready, after `ms`, or on abort, whichever comes first. */
+  waitReady(ms: number, signal: AbortSignal): Promise<void> {
+    if (this.ready || signal.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.client.off('ready', done);
+        this.client.off('end', done);
+        signal.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.client.once('ready', done);
+      this.client.once('end', done);
+      signal.addEventListener('abort', done);
+    });
+  }
+
+  describe(): string {
+    return this.lastError ?? (this.client.status === 'ready' ? 'ready' : `connection ${this.client.status}`);
+  }
+
+  /** The error a publisher or reader gets when this connection cannot serve `what`. */
+  unavailable(what: string, err: unknown): TransportUnavailableError {
+    let reason = err instanceof Error ? err.message : String(err);
+    // ioredis' own message for a disconnected client says nothing about why.
+    if (reason.includes("enableOfflineQueue") || reason.startsWith('Connection is closed')) {
+      reason = `not connected (${this.lastError ?? this.client.status})`;
+    }
+    const e = new TransportUnavailableError(`Redis ${this.address}: ${what}: ${reason}`);
+    (e as { cause?: unknown }).cause = err;
+    return e;
+  }
+}
+
+/** Resolves after `ms`, or on abort. */
+export const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
+  new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const done = (): void => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done);
+  });

@@ -1,0 +1,112 @@
+/*
+ * Configuration of the Redis transport: its options and how a `redis://` / `rediss://` URL maps
+ * onto them (connection, TLS and transport parameters). Kept apart from the transport so that URL
+ * syntax and validation can change without touching the runtime code.
+ */
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import type { RedisOptions } from 'ioredis';
+import type { Logger } from '../../observability/logger.js';
+
+export interface RedisTransportOptions {
+  /** ioredis connection options (host, port, username, password, db, tls…). */
+  redis?: RedisOptions | undefined;
+  /** Stream key; the other keys are derived from it. Default `mercure`. */
+  stream?: string | undefined;
+  /** Updates kept for replay (approximately: trimmed by batches of 1 %). Default 100 000; ≥ 1. */
+  size?: number | undefined;
+  /** Replicas that must acknowledge each publish (`WAIT`). Default 0 (none). */
+  waitReplicas?: number | undefined;
+  /** How long `WAIT` waits for the replicas, ms. Default 1000. */
+  waitTimeout?: number | undefined;
+  /** A command (a publish) fails after this many ms without an answer. Default 5000. */
+  commandTimeout?: number | undefined;
+  /** Gives up one connection attempt after this many ms (reconnection continues). Default 5000. */
+  connectTimeout?: number | undefined;
+  /** Presence heartbeat period, ms. Default 5000. */
+  heartbeatInterval?: number | undefined;
+  /** A node whose heartbeat is older than this is dead and its records are dropped. Default 3 × heartbeat. */
+  presenceTtl?: number | undefined;
+  /** XREAD BLOCK time, ms. Default 5000. */
+  blockTimeout?: number | undefined;
+  /** Identifies this node in presence records. Default: a random UUID (never reuse across processes). */
+  nodeId?: string | undefined;
+  logger?: Logger | undefined;
+}
+
+const PARAMS = new Set([
+  'stream',
+  'size',
+  'max_length',
+  'wait',
+  'wait_timeout',
+  'command_timeout',
+  'connect_timeout',
+  'heartbeat',
+  'tls',
+  'tls_ca_file',
+  'tls_insecure',
+  'name',
+]);
+
+/**
+ * `redis://[user:pass@]host[:port][/db]?stream=mercure&size=100000` (`rediss://` for TLS). Options:
+ * `stream` (key, default `mercure`), `size` or `max_length` (history length, default 100 000),
+ * `wait` (replicas that must acknowledge each publish, default 0), `wait_timeout` (ms, 1000),
+ * `command_timeout` (ms, 5000), `connect_timeout` (ms, 5000), `heartbeat` (presence heartbeat ms,
+ * 5000), `tls=1` (TLS on `redis://`), `tls_ca_file` (PEM CA bundle), `tls_insecure=1` (skip
+ * certificate verification; testing only), `name` (client name shown by CLIENT LIST).
+ */
+export function redisOptionsFromUrl(url: URL, logger: Logger): RedisTransportOptions {
+  const scheme = url.protocol.replace(/:$/, '');
+  if (scheme !== 'redis' && scheme !== 'rediss') throw new Error(`Redis transport: unsupported scheme "${scheme}://"`);
+  const q = url.searchParams;
+  for (const key of new Set(q.keys())) {
+    if (!PARAMS.has(key)) logger.warn({ param: key }, 'Redis transport URL: unknown parameter ignored');
+  }
+  const num = (name: string): number | undefined => {
+    const v = q.get(name);
+    if (v === null || v === '') return undefined;
+    const n = Number(v);
+    if (!Number.isFinite(n) || n < 0) throw new Error(`Redis transport URL: "${name}" must be a non-negative number, got "${v}"`);
+    return n;
+  };
+  const flag = (name: string): boolean => {
+    const v = q.get(name);
+    return v !== null && v !== '0' && v.toLowerCase() !== 'false';
+  };
+  const host = url.hostname.replace(/^\[(.*)\]$/, '$1') || '127.0.0.1';
+  const port = url.port ? Number(url.port) : 6379;
+  const dbPath = decodeURIComponent(url.pathname.replace(/^\//, ''));
+  let db = 0;
+  if (dbPath !== '') {
+    db = Number(dbPath);
+    if (!Number.isInteger(db) || db < 0) throw new Error(`Redis transport URL: the path must be a database number, got "/${dbPath}"`);
+  }
+  const redis: RedisOptions = { host, port, db };
+  if (url.username) redis.username = decodeURIComponent(url.username);
+  if (url.password) redis.password = decodeURIComponent(url.password);
+  const name = q.get('name');
+  if (name) redis.connectionName = name;
+  if (scheme === 'rediss' || flag('tls')) {
+    const tls: NonNullable<RedisOptions['tls']> = {};
+    if (!isIP(host)) tls.servername = host;
+    const ca = q.get('tls_ca_file');
+    if (ca) tls.ca = readFileSync(ca);
+    if (flag('tls_insecure')) tls.rejectUnauthorized = false;
+    redis.tls = tls;
+  }
+  const size = num('size') ?? num('max_length');
+  const heartbeat = num('heartbeat');
+  return {
+    redis,
+    stream: q.get('stream') || undefined,
+    size,
+    waitReplicas: num('wait'),
+    waitTimeout: num('wait_timeout'),
+    commandTimeout: num('command_timeout'),
+    connectTimeout: num('connect_timeout'),
+    heartbeatInterval: heartbeat,
+    logger,
+  };
+}
