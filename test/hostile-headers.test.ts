@@ -200,6 +200,18 @@ describe('hostile ids and headers', () => {
     }
   });
 
+  it('refuses ids that would not come back intact: edge whitespace (headers drop it), controls', async () => {
+    for (const id of [' lead', 'trail\t', 'a\rb', 'a\u0085b', 'a\u200eb']) {
+      const res = await publish(hub.hubUrl, { topic: TOPIC, id }, pub);
+      expect(res.status, JSON.stringify(id)).toBe(400);
+      expect(res.body).toMatch(/^Invalid "id" parameter: /);
+    }
+    // The programmatic API is held to the same rules: a line break would inject SSE fields.
+    await expect(hub.hub.publish({ topics: [TOPIC], id: 'a\ndata: forged' })).rejects.toThrow(/invalid update id/);
+    await expect(hub.hub.publish({ topics: [TOPIC], type: 'a\r\ndata: forged' })).rejects.toThrow(/invalid update type/);
+    await expect(hub.hub.publish({ topics: [TOPIC], id: '\ud800' })).rejects.toThrow(/lone surrogate/);
+  });
+
   it('an Origin echoed by CORS is an origin, never arbitrary bytes', async () => {
     const corsHub = await startHub({ corsOrigins: ['*'], anonymous: true });
     try {

@@ -16,7 +16,7 @@ import type { DisconnectReason, Subscriber, SubscriberOwner } from './subscriber
 import { subscriptionEventData, subscriptionTopic } from './subscription.js';
 import { TopicIndex } from './topic-index.js';
 import type { SubscriptionRecord, Transport } from './transport.js';
-import { createUpdate, type StoredUpdate, type Update } from './update.js';
+import { createUpdate, idProblem, typeProblem, type StoredUpdate, type Update } from './update.js';
 import { uuidv7 } from '../util/uuid.js';
 
 export interface HubCoreOptions {
@@ -103,6 +103,10 @@ export class Hub implements SubscriberOwner {
 
   /** Builds, stores and fans out an update; resolves once the transport acknowledged it. */
   async publish(input: PublishInput): Promise<Update> {
+    // The programmatic API is held to what HTTP publishers are: an id or type with a line break
+    // would inject fields into every subscriber's stream.
+    const problem = (input.id ? idProblem(input.id) : null) ?? (input.type ? typeProblem(input.type) : null);
+    if (problem) throw new TypeError(`invalid update ${input.id && idProblem(input.id) ? 'id' : 'type'}: ${problem}`);
     const update = createUpdate({
       topics: input.topics,
       data: input.data,

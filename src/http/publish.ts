@@ -4,10 +4,11 @@ import { sendAuthProblem } from './auth-response.js';
 import type { HubContext } from './context.js';
 import { originAllowed } from './cors.js';
 import { decodeUtf8, getAll, getFirst, has, parseForm } from './form.js';
-import { BodyTooLargeError, clientIp, header, hubUrl, origin, readBody, send, type Request, type Response } from './http-util.js';
+import { BodyTooLargeError, clientIp, header, hubUrl, isHttp2, origin, readBody, send, type Request, type Response } from './http-util.js';
 import { isReservedTopic } from '../core/reserved-topic.js';
 import { hasForbiddenCharacter } from '../core/topic-matcher.js';
 import { TransportUnavailableError } from '../core/transport.js';
+import { idProblem, typeProblem } from '../core/update.js';
 
 /** Origin of a cookie-authenticated publish request, from Origin or else Referer. */
 function requestOrigin(req: Request): string | undefined {
@@ -37,11 +38,59 @@ function versionOfToken(req: Request): 7 | 8 {
   }
 }
 
+/**
+ * An answer given before the body was read: on HTTP/1.1 the connection closes after it, rather
+ * than node:http reading (and discarding) however much body an unauthenticated caller sends.
+ */
+function closeIfUnread(req: Request, res: Response): void {
+  const hasBody = (header(req, 'content-length') ?? '0') !== '0' || header(req, 'transfer-encoding') !== undefined;
+  if (hasBody && !isHttp2(req) && !res.headersSent) res.setHeader('Connection', 'close');
+}
+
 /** POST /.well-known/mercure */
 export async function handlePublish(ctx: HubContext, req: Request, res: Response, query: string): Promise<void> {
   const opts = ctx.options;
   const base = origin(req, opts.trustProxy);
   let version = versionOfToken(req);
+
+  // Authentication first, as the reference hub does: a caller without a valid token learns
+  // nothing about what the hub would have thought of its form.
+  const queryFields = parseForm(query);
+  const queryToken = 'error' in queryFields ? undefined : getFirst(queryFields, 'authorization');
+  const auth = await authenticate(ctx, req, 'publisher', queryToken);
+  if (isAuthProblem(auth) || auth.grants === null) {
+    closeIfUnread(req, res);
+    sendAuthProblem(res, isAuthProblem(auth) ? auth : { kind: 'missing' }, version, base);
+    return;
+  }
+  version = auth.grants.version;
+  if (auth.source === 'cookie') {
+    // Cookies ride along on cross-site requests: only listed origins may publish with one. A
+    // request that does not say where it comes from is malformed (draft-08: 400 invalid_request).
+    const from = requestOrigin(req);
+    const message = !from
+      ? 'publishing with a cookie requires an Origin or Referer header'
+      : !originAllowed(opts.publishOrigins, from)
+        ? `origin ${from} is not allowed to publish (publish_origins)`
+        : null;
+    if (message) {
+      closeIfUnread(req, res);
+      sendAuthProblem(res, { kind: 'invalid_request', message }, version, base);
+      return;
+    }
+  }
+
+  if (ctx.publishRate.enabled) {
+    const key = auth.grants.subject ? `sub:${auth.grants.subject}` : `ip:${clientIp(req, opts.trustProxy)}`;
+    const wait = ctx.publishRate.take(key);
+    if (wait > 0) {
+      ctx.hub.metrics.countLimited('publish_rate');
+      ctx.log.warn({ key, limit: 'publish_rate' }, 'publish refused: rate limit');
+      closeIfUnread(req, res);
+      send(res, 429, `Too Many Requests: publish rate limit reached for this ${key.startsWith('sub:') ? 'token subject' : 'address'}; retry in ${wait}s\n`, { 'Retry-After': String(wait) });
+      return;
+    }
+  }
 
   let body: Buffer;
   try {
@@ -50,7 +99,7 @@ export async function handlePublish(ctx: HubContext, req: Request, res: Response
     if (err instanceof BodyTooLargeError) {
       ctx.hub.metrics.countLimited('body_size');
       ctx.log.warn({ limit: opts.maxBodySize }, 'publish refused: body too large');
-      send(res, 413, `Request body too large: ${err.message}\n`, { Connection: 'close' });
+      send(res, 413, `Request body too large: ${err.message}\n`, isHttp2(req) ? {} : { Connection: 'close' });
       return;
     }
     throw err;
@@ -70,42 +119,6 @@ export async function handlePublish(ctx: HubContext, req: Request, res: Response
   if ('error' in form) {
     send(res, 400, `Invalid request body: ${form.error}\n`);
     return;
-  }
-
-  const queryFields = parseForm(query);
-  const queryToken = 'error' in queryFields ? undefined : getFirst(queryFields, 'authorization');
-  const auth = await authenticate(ctx, req, 'publisher', queryToken);
-  if (isAuthProblem(auth)) {
-    sendAuthProblem(res, auth, version, base);
-    return;
-  }
-  if (auth.grants === null) {
-    sendAuthProblem(res, { kind: 'missing' }, version, base);
-    return;
-  }
-  version = auth.grants.version;
-  if (auth.source === 'cookie') {
-    // Cookies ride along on cross-site requests: only listed origins may publish with one.
-    const from = requestOrigin(req);
-    if (!from) {
-      sendAuthProblem(res, { kind: 'insufficient_scope', message: 'publishing with a cookie requires an Origin or Referer header' }, version, base);
-      return;
-    }
-    if (!originAllowed(opts.publishOrigins, from)) {
-      sendAuthProblem(res, { kind: 'insufficient_scope', message: `origin ${from} is not allowed to publish (publish_origins)` }, version, base);
-      return;
-    }
-  }
-
-  if (ctx.publishRate.enabled) {
-    const key = auth.grants.subject ? `sub:${auth.grants.subject}` : `ip:${clientIp(req, opts.trustProxy)}`;
-    const wait = ctx.publishRate.take(key);
-    if (wait > 0) {
-      ctx.hub.metrics.countLimited('publish_rate');
-      ctx.log.warn({ key, limit: 'publish_rate' }, 'publish refused: rate limit');
-      send(res, 429, `Too Many Requests: publish rate limit reached for this ${key.startsWith('sub:') ? 'token subject' : 'address'}; retry in ${wait}s\n`, { 'Retry-After': String(wait) });
-      return;
-    }
   }
 
   const topics = getAll(form, 'topic');
@@ -138,26 +151,16 @@ export async function handlePublish(ctx: HubContext, req: Request, res: Response
   }
 
   const id = getFirst(form, 'id');
-  if (id !== undefined && id !== '') {
-    if (hasForbiddenCharacter(id)) {
-      send(res, 400, 'Invalid "id" parameter: contains a control or format character (CR, LF and NUL would break the event stream)\n');
-      return;
-    }
-    if (id.startsWith('#') || id === 'earliest') {
-      send(res, 400, `Invalid "id" parameter: ids must not start with "#" nor be the reserved value "earliest"\n`);
-      return;
-    }
+  const badId = id ? idProblem(id) : null;
+  if (badId) {
+    send(res, 400, `Invalid "id" parameter: ${badId}\n`);
+    return;
   }
   const type = getFirst(form, 'type');
-  if (type !== undefined && type !== '') {
-    if (hasForbiddenCharacter(type)) {
-      send(res, 400, 'Invalid "type" parameter: contains a control or format character\n');
-      return;
-    }
-    if (type === 'mercure') {
-      send(res, 400, 'Invalid "type" parameter: "mercure" is reserved for events generated by the hub\n');
-      return;
-    }
+  const badType = type ? (typeProblem(type) ?? (type === 'mercure' ? '"mercure" is reserved for events generated by the hub' : null)) : null;
+  if (badType) {
+    send(res, 400, `Invalid "type" parameter: ${badType}\n`);
+    return;
   }
   const retryRaw = getFirst(form, 'retry');
   let retry: number | undefined;
