@@ -51,6 +51,8 @@ export function extractToken(input: TokenInput, cookieNames: readonly string[]):
     if (values.length === 1) {
       const value = values[0]!.trim();
       const space = value.indexOf(' ');
+      // `Bearer $TOKEN` with TOKEN unset: say so, not that the scheme is wrong.
+      if (value.toLowerCase() === 'bearer') return invalidRequest('the bearer token is empty (Authorization: Bearer with no token after it)');
       if (space < 0 || value.slice(0, space).toLowerCase() !== 'bearer') {
         return invalidRequest('Authorization header does not use the Bearer scheme');
       }
