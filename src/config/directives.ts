@@ -273,6 +273,7 @@ export const HUB_DIRECTIVES: Record<string, Handler> = {
   publish_burst: simple('publishBurst'),
   token_cache_size: simple('tokenCacheSize'),
   workers: simple('workers'),
+  worker_header: simple('workerHeader'),
 };
 
 

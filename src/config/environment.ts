@@ -39,6 +39,7 @@ const LEGACY_ENV: ReadonlyArray<readonly [string, readonly SimpleKey[]]> = [
 /** Quicksilver's own variables (besides QUICKSILVER_CONFIG), at the precedence of the legacy ones. */
 const OWN_ENV: ReadonlyArray<readonly [string, readonly SimpleKey[]]> = [
   ['QUICKSILVER_WORKERS', ['workers']],
+  ['QUICKSILVER_WORKER_HEADER', ['workerHeader']],
 ];
 
 /** Variables of the official image, except SERVER_NAME, GLOBAL_OPTIONS and MERCURE_EXTRA_DIRECTIVES. */

@@ -23,6 +23,7 @@ const FILE_SERVER_KEYS: Record<string, SimpleKey> = {
   metrics: 'metrics',
   tracing: 'tracing',
   workers: 'workers',
+  worker_header: 'workerHeader',
   public_url: 'publicUrl',
 };
 

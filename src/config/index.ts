@@ -60,7 +60,7 @@ function checkReadable(v: Val<string>, ctx: Ctx): string | undefined {
  *
  * - Config file: `--config <file.json>` or `QUICKSILVER_CONFIG`; keys are the directive names
  *   below plus `addr`, `cert_file`, `key_file`, `h2c`, `trust_proxy`, `read_timeout`,
- *   `read_header_timeout`, `shutdown_timeout`, `log_level`, `log_format`, `metrics`, `workers`,
+ *   `read_header_timeout`, `shutdown_timeout`, `log_level`, `log_format`, `metrics`, `workers`, `worker_header`,
  *   `public_url`; `publisher_jwt`/`subscriber_jwt` are `"key"` or `{"key", "alg"}`, `transport` is
  *   a name or `{"name", ...options}`, `issuers` a list of `{"issuer", "authorization_server",
  *   "publisher": {"key", "alg"} | {"jwks_url"}, "subscriber": ...}`. JSON numbers for durations
@@ -247,6 +247,7 @@ export function loadConfig(input: ConfigInput): ConfigResult {
     tracing: s.tracing?.value ?? false,
     dev,
     workers: s.workers?.value,
+    workerHeader: s.workerHeader?.value,
   });
   return { ok: true, config, warnings };
 }

@@ -66,6 +66,7 @@ export interface Settings {
   metrics: boolean;
   tracing: boolean;
   workers: number;
+  workerHeader: boolean;
 }
 
 type SettingKey = keyof Settings;

@@ -21,9 +21,12 @@ export interface ServerConfig {
   h2c: boolean;
   /** Trust `X-Forwarded-*` / `Forwarded` headers from the proxy in front. Default false. */
   trustProxy: boolean;
-  /** Longest time to receive a whole request, in ms (legacy `READ_TIMEOUT`). Default: server's choice. */
+  /**
+   * Longest time to receive a whole request, headers and body, in ms (legacy `READ_TIMEOUT`);
+   * 0 = no limit. Default 30 000. Event streams are responses: this never cuts them.
+   */
   readTimeout?: number;
-  /** Longest time to receive the request headers, in ms. Default: server's choice. */
+  /** Longest time to receive the request headers, in ms (at most `readTimeout`). Default 10 000. */
   readHeaderTimeout?: number;
   /** How long to drain connections on SIGTERM/SIGINT before closing them, in ms. Default 10 000. */
   shutdownTimeout: number;
@@ -54,6 +57,12 @@ export interface Config {
    * process, without a cluster primary.
    */
   workers?: number;
+  /**
+   * Cluster mode: name the worker that answered (its pid) in an `X-Quicksilver-Worker` response
+   * header, for debugging how load spreads (`worker_header`, `--worker-header`,
+   * `QUICKSILVER_WORKER_HEADER=1`). Default false: pids are nobody else's business.
+   */
+  workerHeader?: boolean;
 }
 
 export type ConfigResult =

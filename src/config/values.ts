@@ -324,6 +324,7 @@ export const PARSERS: { [K in SimpleKey]: Parser<Settings[K]> } = {
   metrics: boolP,
   tracing: boolP,
   workers: workersP,
+  workerHeader: boolP,
 };
 
 export function apply<K extends SimpleKey>(layer: Layer, key: K, args: readonly string[], src: string, ctx: Ctx, dir: string): void {

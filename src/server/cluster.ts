@@ -22,8 +22,9 @@ import { createTransport } from '../transports/index.js';
  * with a ClusterWorkerTransport: every update reaches every worker's subscribers once, in order,
  * and history, lastEventId and the subscriptions API see the whole cluster.
  *
- * In cluster mode every HTTP response carries `X-Quicksilver-Worker: <pid>`, naming the worker
- * process that answered (for debugging load spreading; tests use it too).
+ * With `worker_header` (`--worker-header`, `QUICKSILVER_WORKER_HEADER=1`) every HTTP response
+ * carries `X-Quicksilver-Worker: <pid>`, naming the worker process that answered, for debugging
+ * load spreading. Off by default: process ids tell the world about the host.
  *
  * What the hub reports and enforces is the whole cluster's, wherever a request lands:
  * `GET /metrics` on any worker answers the merged metrics of every worker (the worker asks the
@@ -38,7 +39,7 @@ import { createTransport } from '../transports/index.js';
 
 /** Set in the environment of the worker processes forked by {@link runCluster}. */
 export const WORKER_ENV = 'QUICKSILVER_CLUSTER_WORKER';
-/** Response header naming the worker process (its pid) that answered, in cluster mode. */
+/** Response header naming the worker process (its pid) that answered, in cluster mode with `worker_header`. */
 export const WORKER_HEADER = 'X-Quicksilver-Worker';
 
 /** `--workers auto` and the CLI's default: one worker per core the process may use. */
@@ -380,7 +381,7 @@ async function runWorker(config: Config, options: ClusterOptions): Promise<never
   const local = hub;
   const inner = local.handler;
   const handler: RequestHandler = (req, res, next) => {
-    (res as ServerResponse).setHeader(WORKER_HEADER, pid);
+    if (config.workerHeader) (res as ServerResponse).setHeader(WORKER_HEADER, pid);
     if (config.metrics && wantsHubMetrics(req.url ?? '/')) {
       transport.metrics(local.hub.metrics.snapshot()).then(
         (text) => sendHttp(res, 200, text, { 'Content-Type': METRICS_CONTENT_TYPE }),

@@ -27,6 +27,12 @@ export interface ServeOptions {
   backlog?: number | undefined;
   /** Slow-loris protection: time allowed to send request headers, in ms. Default 10 000. */
   headersTimeout?: number | undefined;
+  /**
+   * Time allowed to send a whole request, headers and body, in ms (the reference hub's read
+   * timeout); 0 = no limit. Default 30 000. It bounds reading the request only: a response
+   * (an event stream) lasts as long as it lasts.
+   */
+  requestTimeout?: number | undefined;
   logger?: Logger | undefined;
 }
 
@@ -46,12 +52,42 @@ export function parseAddr(addr: string): { host: string | undefined; port: numbe
 
 const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n');
 
+/**
+ * HTTP/2 has no request timeout of its own: a stream whose request body is still coming after
+ * `ms` is answered 408 (or cancelled, when its response has started) and closed. Streams whose
+ * request ended with its headers (every subscription) arm nothing.
+ */
+function boundRequestBodies(server: http2.Http2Server | http2.Http2SecureServer, ms: number): void {
+  if (ms <= 0) return;
+  server.on('stream', (stream: http2.ServerHttp2Stream) => {
+    if (stream.endAfterHeaders) return;
+    const timer = setTimeout(() => {
+      if (stream.closed || stream.destroyed) return;
+      if (!stream.headersSent) {
+        stream.respond({ ':status': 408, 'content-type': 'text/plain; charset=utf-8' });
+        stream.end('Request Timeout: the request was not received in time\n');
+      }
+      stream.close(http2.constants.NGHTTP2_CANCEL);
+    }, ms);
+    timer.unref();
+    const clear = (): void => clearTimeout(timer);
+    stream.once('end', clear);
+    stream.once('close', clear);
+  });
+}
+
 /** Listens on `addr` and serves the hub over HTTP/1.1, HTTP/2 with TLS, or h2c. */
 export async function serve(hub: QuicksilverHub, options: ServeOptions): Promise<RunningServer> {
   const { host, port } = parseAddr(options.addr);
   const handler = hub.handler as (req: http.IncomingMessage, res: http.ServerResponse) => void;
   const sockets = new Set<net.Socket>();
-  const headersTimeout = options.headersTimeout ?? 10_000;
+  const requestTimeout = options.requestTimeout ?? 30_000;
+  // Headers are part of the request: their own limit cannot be longer (node:http refuses it).
+  const headersTimeout = Math.min(options.headersTimeout ?? 10_000, requestTimeout > 0 ? requestTimeout : Infinity);
+  // node:http checks its timeouts on an interval (30 s by default): a 2 s limit must be checked
+  // often enough to hold. Only connections still reading a request are visited.
+  const checkEvery = Math.max(100, Math.min(1000, Math.floor(Math.min(headersTimeout || Infinity, requestTimeout || Infinity) / 4)));
+  const h1Timeouts = { headersTimeout, requestTimeout, connectionsCheckingInterval: checkEvery };
   let listener: net.Server;
   let scheme = 'http';
   const closers: Array<() => void> = [];
@@ -67,12 +103,20 @@ export async function serve(hub: QuicksilverHub, options: ServeOptions): Promise
       },
       handler as never,
     );
+    // HTTP/1.1 clients of the TLS port are served by node:http's machinery, reading these.
+    Object.assign(secure, h1Timeouts);
+    boundRequestBodies(secure, requestTimeout);
     listener = secure;
     closers.push(() => secure.close());
   } else {
-    const h1 = http.createServer({ headersTimeout, requestTimeout: 0, keepAliveTimeout: 5_000 }, handler);
+    const h1 = http.createServer({ ...h1Timeouts, keepAliveTimeout: 5_000 }, handler);
+    // h1 never listens itself (the front below hands it connections), but node:http starts the
+    // interval that enforces headersTimeout and requestTimeout on 'listening': without it a
+    // request trickled byte by byte would be held forever.
+    h1.emit('listening');
     if (options.h2c) {
       const h2 = http2.createServer({ settings: { maxConcurrentStreams: 1000 } }, handler as never);
+      boundRequestBodies(h2, requestTimeout);
       const rawFront = rawSubscribeFront(handler, h1, headersTimeout);
       // One port, two protocols: a connection starting with the HTTP/2 preface goes to h2.
       const front = net.createServer((socket) => {

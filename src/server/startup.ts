@@ -32,6 +32,7 @@ export function serveOptionsFromConfig(config: Config, logger: Logger): ServeOpt
     h2c: config.server.h2c,
     shutdownTimeout: config.server.shutdownTimeout,
     headersTimeout: config.server.readHeaderTimeout,
+    requestTimeout: config.server.readTimeout,
     logger,
   };
 }
