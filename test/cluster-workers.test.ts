@@ -317,7 +317,8 @@ interface Cluster {
 async function startCluster(transportUrl: string): Promise<Cluster> {
   const child = spawn(
     process.execPath,
-    [fixture, '--workers', '2', '--jwt-key', KEY, '--anonymous', '--subscriptions', '--addr', '127.0.0.1:0', '--transport-url', transportUrl, '--shutdown-timeout', '3s'],
+    // --worker-header: these tests tell the workers apart by the pid it carries.
+    [fixture, '--workers', '2', '--worker-header', '--jwt-key', KEY, '--anonymous', '--subscriptions', '--addr', '127.0.0.1:0', '--transport-url', transportUrl, '--shutdown-timeout', '3s'],
     { cwd: root, env: { PATH: process.env.PATH, QUICKSILVER_TEST_DIST: outDir }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let out = '';
@@ -655,7 +656,9 @@ describe('quicksilver CLI: workers by default', () => {
     const expected = defaultWorkerCount();
     // The default is availableParallelism(), capped by a cgroup CPU quota where there is one.
     if (cgroupCpuQuota() === undefined) expect(expected).toBe(os.availableParallelism());
-    const hub = await startHubProcess(['--jwt-key', CLI_KEY, '--anonymous', '--addr', '127.0.0.1:0', '--transport-url', 'memory://']);
+    const hub = await startHubProcess(['--jwt-key', CLI_KEY, '--anonymous', '--addr', '127.0.0.1:0', '--transport-url', 'memory://'], {
+      QUICKSILVER_WORKER_HEADER: '1',
+    });
     try {
       const ready = JSON.parse(hub.output().split('\n').find((l) => l.includes('Quicksilver hub ready'))!) as { workers?: number; pid: number };
       const res = await request(`${hub.url}/healthz`);
@@ -698,6 +701,21 @@ describe('quicksilver CLI: workers by default', () => {
     }
   });
 
+  it('names no worker pid in responses unless asked to (--worker-header; issue 10, 0.7)', async () => {
+    const hub = await startHubProcess(['--workers', '2', '--jwt-key', CLI_KEY, '--anonymous', '--addr', '127.0.0.1:0', '--transport-url', 'memory://']);
+    try {
+      for (const path of ['/healthz', '/metrics', '/.well-known/mercure', '/nowhere']) {
+        for (let i = 0; i < 4; i++) expect((await request(`${hub.url}${path}`)).worker, path).toBe('undefined');
+      }
+      const s = await subscribe(hub.hubUrl);
+      expect(s.status).toBe(200);
+      expect(workerOf(s)).toBe('undefined');
+      s.close();
+    } finally {
+      expect(await hub.stop()).toBe(0);
+    }
+  });
+
   it('--workers 1 (or QUICKSILVER_WORKERS=1) runs a single process', async () => {
     for (const [args, env] of [[['--workers', '1'], {}], [[], { QUICKSILVER_WORKERS: '1' }]] as const) {
       const hub = await startHubProcess(['--jwt-key', CLI_KEY, '--addr', '127.0.0.1:0', '--transport-url', 'memory://', ...args], env);
@@ -712,7 +730,7 @@ describe('quicksilver CLI: workers by default', () => {
     let hub: HubProcess;
     let subs: SseClient[] = [];
     beforeAll(async () => {
-      hub = await startHubProcess(['--workers', '2', '--jwt-key', CLI_KEY, '--anonymous', '--addr', '127.0.0.1:0', '--transport-url', 'memory://']);
+      hub = await startHubProcess(['--workers', '2', '--worker-header', '--jwt-key', CLI_KEY, '--anonymous', '--addr', '127.0.0.1:0', '--transport-url', 'memory://']);
     });
     afterAll(async () => {
       for (const s of subs) s.close();
@@ -787,7 +805,7 @@ describe('quicksilver CLI: workers by default', () => {
 
   it('enforces connection and publish-rate limits for the whole hub, not per worker', async () => {
     const hub = await startHubProcess([
-      '--workers', '2', '--jwt-key', CLI_KEY, '--anonymous', '--addr', '127.0.0.1:0', '--transport-url', 'memory://',
+      '--workers', '2', '--worker-header', '--jwt-key', CLI_KEY, '--anonymous', '--addr', '127.0.0.1:0', '--transport-url', 'memory://',
       '--max-connections-per-ip', '3', '--publish-rate-limit', '1', '--publish-burst', '3',
     ]);
     const subs: SseClient[] = [];
@@ -842,7 +860,7 @@ describe('quicksilver CLI: workers by default', () => {
 
   it('kill -9 of the primary ends the workers at once, and the port is free again', async () => {
     const port = await freePort();
-    const args = ['--workers', '2', '--jwt-key', CLI_KEY, '--anonymous', '--addr', `127.0.0.1:${port}`, '--transport-url', 'memory://'];
+    const args = ['--workers', '2', '--worker-header', '--jwt-key', CLI_KEY, '--anonymous', '--addr', `127.0.0.1:${port}`, '--transport-url', 'memory://'];
     const hub = await startHubProcess(args);
     const subs = await spreadSubscribers(hub.hubUrl, 2, 1);
     const workerPids = [...new Set(subs.map(workerOf))].map(Number);
