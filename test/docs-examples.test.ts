@@ -13,13 +13,15 @@
  *   background       the block keeps running, as in a second terminal (a subscriber): the next
  *                    runnable block of the same file runs meanwhile, then the background block's
  *                    expectations are checked and it is stopped.
+ *   ready="text"     with background: the next block starts once the output shows the text (an
+ *                    app that prints its URL), instead of after a head start of 1.5 s.
  *   in="clone"       runs in this repository, as a reader of a fresh clone who ran `npm install`
  *                    (`node dist/cli.js …`). Default: a scratch project in which `npm install
  *                    quicksilver` was run, so `npx quicksilver`, `quicksilver` (on PATH) and
  *                    `import … from 'quicksilver/…'` work as they do for a package user.
  *   file="app.mjs"   the name to save a code block under (default snippet-N.mjs / snippet-N.mts).
  *   env="NAME=value" an environment variable the prose tells the reader to set for a code block
- *                    (`MERCURE_JWT_SECRET=… node app.mjs`). Repeatable.
+ *                    (`MERCURE_JWT_SECRET=… node app.mjs`, `PORT=3010`). Repeatable.
  *
  * Languages: `sh`/`bash`/`shell` blocks run with `bash -e -o pipefail` (a failing command fails
  * the block; a line ending in `&` runs in the background, and everything the block started is
@@ -59,11 +61,12 @@ interface Block {
   inClone: boolean;
   fileName: string | undefined;
   env: Record<string, string>;
+  ready: string | undefined;
 }
 
 /** Parses the options of a `<!-- runnable … -->` marker; throws on anything it does not know. */
-function parseMarker(text: string, where: string): Pick<Block, 'expects' | 'background' | 'inClone' | 'fileName' | 'env'> {
-  const out = { expects: [] as Array<string | RegExp>, background: false, inClone: false, fileName: undefined as string | undefined, env: {} as Record<string, string> };
+function parseMarker(text: string, where: string): Pick<Block, 'expects' | 'background' | 'inClone' | 'fileName' | 'env' | 'ready'> {
+  const out = { expects: [] as Array<string | RegExp>, background: false, inClone: false, fileName: undefined as string | undefined, env: {} as Record<string, string>, ready: undefined as string | undefined };
   const token = /([a-z]+)(?:="((?:[^"\\]|\\.)*)"|=\/((?:[^/\\]|\\.)*)\/)?/y;
   let at = 0;
   for (;;) {
@@ -80,6 +83,7 @@ function parseMarker(text: string, where: string): Pick<Block, 'expects' | 'back
     else if (name === 'background' && value === undefined && regex === undefined) out.background = true;
     else if (name === 'in' && value === 'clone') out.inClone = true;
     else if (name === 'file' && value !== undefined) out.fileName = value;
+    else if (name === 'ready' && value !== undefined) out.ready = value;
     else if (name === 'env' && value !== undefined && /^[A-Z_][A-Z0-9_]*=/.test(value)) out.env[value.slice(0, value.indexOf('='))] = value.slice(value.indexOf('=') + 1);
     else throw new Error(`${where}: unknown runnable option '${all}'`);
   }
@@ -103,7 +107,7 @@ function extractBlocks(file: string): Block[] {
     for (i++; i < lines.length && !lines[i]!.trimStart().startsWith(ticks!); i++) code.push(lines[i]!.slice(indent!.length));
     const prev = /^\s*<!--\s*runnable\b(.*?)-->\s*$/.exec(lines[start - 1] ?? '');
     const where = `${file}:${start + 1}`;
-    const options = prev ? parseMarker(prev[1]!, where) : { expects: [], background: false, inClone: false, fileName: undefined, env: {} };
+    const options = prev ? parseMarker(prev[1]!, where) : { expects: [], background: false, inClone: false, fileName: undefined, env: {}, ready: undefined };
     blocks.push({ file, line: start + 1, lang: lang!.toLowerCase(), code: code.join('\n') + '\n', runnable: prev !== null, ...options });
   }
   return blocks;
@@ -167,17 +171,18 @@ const PORT = /(?<=:\s?|\()(30\d\d)(?!\d)/g;
  * `localhost:3000` → the hub; every other 30xx port → a free port, one per number and file. The
  * same in the block's expected output.
  */
-async function rewritePorts(block: Block): Promise<{ code: string; expects: Array<string | RegExp> }> {
+async function rewritePorts(block: Block): Promise<{ code: string; expects: Array<string | RegExp>; env: Record<string, string> }> {
   let ports = portsByFile.get(block.file);
   if (!ports) portsByFile.set(block.file, (ports = new Map()));
-  const texts = [block.code, ...block.expects.filter((e): e is string => typeof e === 'string')];
+  const texts = [block.code, ...block.expects.filter((e): e is string => typeof e === 'string'), ...Object.values(block.env).map((v) => `:${v}`)];
   for (const text of texts) {
     for (const [, port] of text.matchAll(PORT)) {
       if (port !== '3000' && !ports.has(port!)) ports.set(port!, await freePort());
     }
   }
   const map = (text: string): string => text.replace(PORT, (port: string) => String(port === '3000' ? hubPort : ports.get(port)));
-  return { code: map(block.code), expects: block.expects.map((e) => (typeof e === 'string' ? map(e) : e)) };
+  const env = Object.fromEntries(Object.entries(block.env).map(([k, v]) => [k, /^30\d\d$/.test(v) ? map(`:${v}`).slice(1) : v]));
+  return { code: map(block.code), expects: block.expects.map((e) => (typeof e === 'string' ? map(e) : e)), env };
 }
 
 beforeAll(async () => {
@@ -224,7 +229,7 @@ interface Run {
 let runCount = 0;
 
 async function start(block: Block): Promise<Run> {
-  const { code, expects } = await rewritePorts(block);
+  const { code, expects, env } = await rewritePorts(block);
   const dir = block.inClone ? ROOT : project;
   const work = join(scratch, `block-${++runCount}`);
   mkdirSync(work);
@@ -256,7 +261,7 @@ async function start(block: Block): Promise<Run> {
     throw new Error(`${block.file}:${block.line}: a '${block.lang}' block cannot be marked runnable`);
   }
   // A process group of its own, so that whatever the block starts is stopped with it.
-  const child = spawn(command, args, { cwd: dir, env: { ...cleanEnv(), ...block.env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  const child = spawn(command, args, { cwd: dir, env: { ...cleanEnv(), ...env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   let out = '';
   child.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
   child.stderr!.on('data', (d: Buffer) => { out += d.toString(); });
@@ -313,7 +318,11 @@ async function runGroup(group: Block[]): Promise<void> {
     for (const block of group.slice(0, -1)) {
       const run = await start(block);
       background.push(run);
-      await new Promise((r) => setTimeout(r, BACKGROUND_HEAD_START_MS));
+      if (block.ready === undefined) await new Promise((r) => setTimeout(r, BACKGROUND_HEAD_START_MS));
+      else {
+        const deadline = Date.now() + BLOCK_TIMEOUT_MS;
+        while (!run.output().includes(block.ready) && run.child.exitCode === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      }
       const early = await Promise.race([run.exit, new Promise<'running'>((r) => setTimeout(() => r('running'), 0))]);
       expect(early, `a background block ended early\n${describeRun(run, early)}`).toBe('running');
     }
@@ -361,7 +370,7 @@ describe('documentation examples', () => {
       expect(SHELL.has(b.lang) || JS.has(b.lang) || TS.has(b.lang), `${b.file}:${b.line}: '${b.lang}' cannot be runnable`).toBe(true);
     }
     // Markers must not vanish unnoticed: at least this many examples run.
-    expect(runnable).toBeGreaterThanOrEqual(15);
+    expect(runnable).toBeGreaterThanOrEqual(16);
   });
 
   for (const file of DOCS) {
