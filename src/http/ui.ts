@@ -16,11 +16,19 @@ import { HUB_PATH } from '../core/subscription.js';
 
 export const UI_PATH = `${HUB_PATH}/ui`;
 
+/** Lifetime of the demo page's development token, in seconds. */
+export const DEV_TOKEN_TTL = 3600;
+/** What the demo page says when the hub cannot mint a token itself (asymmetric or separate keys). */
+const TOKEN_HELP = "quicksilver token --key '<the hub's publisher key>' --publish '*' --subscribe '*'";
+
 /** Request path below `/ui/` → file in `ui/` and its content type. */
 const FILES = new Map<string, { file: string; type: string }>([
   ['/', { file: 'index.html', type: 'text/html; charset=utf-8' }],
   ['/index.html', { file: 'index.html', type: 'text/html; charset=utf-8' }],
   ['/app.js', { file: 'app.js', type: 'text/javascript; charset=utf-8' }],
+  ...['dom', 'links', 'settings', 'sse', 'subscribe', 'subscriptions'].map(
+    (m) => [`/${m}.js`, { file: `${m}.js`, type: 'text/javascript; charset=utf-8' }] as const,
+  ),
   ['/style.css', { file: 'style.css', type: 'text/css; charset=utf-8' }],
   ['/favicon.svg', { file: 'favicon.svg', type: 'image/svg+xml' }],
 ]);
@@ -40,10 +48,12 @@ export interface UiOptions {
   /** The draft-07 authorization cookie name (reported to the page; set by the demo endpoint). */
   cookieName: string;
   /**
-   * HMAC (HS256) key used to mint the all-access `devToken` of config.json. Used only when
-   * `demo` is on; pass it only for the development profile's well-known key.
+   * HMAC key used to mint the short-lived, all-access `devToken` of config.json. Used only when
+   * `demo` is on (an insecure mode by design: whoever reaches the page gets the token).
    */
   devKey?: string | undefined;
+  /** HS256 (default), HS384 or HS512. */
+  devKeyAlg?: string | undefined;
   trustProxy: boolean;
   /** Where the static files are; default the package's `ui/` directory. */
   directory?: string | undefined;
@@ -62,7 +72,7 @@ export function createUiHandler(options: UiOptions): UiHandler {
   const enabled = options.ui || options.demo;
   const dir = options.directory ?? fileURLToPath(new URL('../../ui/', import.meta.url));
   const assets = new Map<string, Asset | null>();
-  let devToken: Promise<string | undefined> | undefined;
+  let devToken: { token: Promise<string | undefined>; renewAt: number } | undefined;
 
   const asset = (file: string, type: string): Asset | null => {
     let a = assets.get(file);
@@ -79,14 +89,23 @@ export function createUiHandler(options: UiOptions): UiHandler {
     return a;
   };
 
+  // Short-lived, so that a token copied out of a demo page stops working soon; renewed at half
+  // its life, so that a page loaded at any time gets at least half an hour.
   const mintDevToken = (): Promise<string | undefined> => {
     if (!options.demo || !options.devKey) return Promise.resolve(undefined);
-    devToken ??= new SignJWT({ mercure: { publish: ['*'], subscribe: ['*'] } })
-      .setProtectedHeader({ alg: 'HS256' })
-      .setIssuedAt()
-      .sign(new TextEncoder().encode(options.devKey))
-      .catch(() => undefined);
-    return devToken;
+    const now = Math.floor(Date.now() / 1000);
+    if (!devToken || now >= devToken.renewAt) {
+      devToken = {
+        renewAt: now + DEV_TOKEN_TTL / 2,
+        token: new SignJWT({ mercure: { publish: ['*'], subscribe: ['*'] } })
+          .setProtectedHeader({ alg: options.devKeyAlg ?? 'HS256' })
+          .setIssuedAt(now)
+          .setExpirationTime(now + DEV_TOKEN_TTL)
+          .sign(new TextEncoder().encode(options.devKey))
+          .catch(() => undefined),
+      };
+    }
+    return devToken.token;
   };
 
   const serveConfig = (req: Request, res: Response): void => {
@@ -97,6 +116,7 @@ export function createUiHandler(options: UiOptions): UiHandler {
         demo: options.demo,
       };
       if (token) doc.devToken = token;
+      else if (options.demo) doc.tokenHelp = TOKEN_HELP;
       const body = Buffer.from(JSON.stringify(doc));
       // It may carry a token: never cached.
       const r = res as ServerResponse;
