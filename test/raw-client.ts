@@ -23,7 +23,7 @@ const HEAD_END = Buffer.from('\r\n\r\n');
 export function rawExchange(
   port: number,
   request: Buffer | string,
-  options: { until?: (rest: Buffer) => boolean; timeout?: number } = {},
+  options: { until?: (rest: Buffer, head: string) => boolean; timeout?: number } = {},
 ): Promise<RawExchange> {
   return new Promise((resolve) => {
     const socket = net.connect(port, '127.0.0.1');
@@ -44,7 +44,7 @@ export function rawExchange(
       got = Buffer.concat([got, d]);
       const end = got.indexOf(HEAD_END);
       if (end < 0) return;
-      if (!options.until || options.until(got.subarray(end + 4))) finish();
+      if (!options.until || options.until(got.subarray(end + 4), got.toString('latin1', 0, end))) finish();
     });
     socket.write(typeof request === 'string' ? Buffer.from(request, 'latin1') : request);
   });
