@@ -7,6 +7,7 @@
  * hub: publish, deliver to matching subscribers, connect with replay, disconnect.
  */
 import { canSubscribe } from '../auth/grants.js';
+import { DeadlineQueue } from './deadline-queue.js';
 import { DeliveryBatch } from './delivery-batch.js';
 import type { Logger } from '../observability/logger.js';
 import { LruCache } from '../util/lru-cache.js';
@@ -68,6 +69,8 @@ export class Hub implements SubscriberOwner {
   private readonly batch = new DeliveryBatch();
   private readonly log: Logger;
   private sweepTimer: NodeJS.Timeout | null = null;
+  // Streams end at their token's exp (or write_timeout) to the millisecond, not at the next sweep.
+  private readonly deadlines = new DeadlineQueue<Subscriber>((sub, now) => sub.expire(now));
   private started = false;
   private closing = false;
   private subscriptionCount = 0;
@@ -146,19 +149,21 @@ export class Hub implements SubscriberOwner {
       this.metrics.transportLagSeconds.observe((t0 - sent) / 1000);
     }
     this.metrics.updatesTotal++;
+    // One clock read per update for every subscriber's deadline check.
+    const now = Date.now();
     let frame: Buffer | null = null;
     let n = 0;
     if (u.private) {
       this.grantIndex.forEachMatch(u.topics, (sub) => {
         if (!sub.selects(u.topics)) return;
         frame ??= this.frameOf(u);
-        sub.deliver(u, frame, this.batch);
+        sub.deliver(u, frame, this.batch, now);
         n++;
       });
     } else {
       this.index.forEachMatch(u.topics, (sub) => {
         frame ??= this.frameOf(u);
-        sub.deliver(u, frame, this.batch);
+        sub.deliver(u, frame, this.batch, now);
         n++;
       });
     }
@@ -184,6 +189,7 @@ export class Hub implements SubscriberOwner {
     // Live updates are held until the HTTP layer has sent the headers (see resume()).
     sub.beginReplay();
     this.subscribers.set(sub.id, sub);
+    this.deadlines.add(sub);
     this.index.add(sub);
     if (sub.grants) this.grantIndex.add(sub);
     this.subscriptionCount += sub.matchers.length;
@@ -221,6 +227,7 @@ export class Hub implements SubscriberOwner {
   subscriberClosed(sub: Subscriber, reason: DisconnectReason): void {
     if (this.subscribers.get(sub.id) !== sub) return;
     this.subscribers.delete(sub.id);
+    this.deadlines.remove(sub);
     this.index.remove(sub);
     if (sub.grants) this.grantIndex.remove(sub);
     this.subscriptionCount -= sub.matchers.length;
@@ -268,7 +275,8 @@ export class Hub implements SubscriberOwner {
     const dt = this.options.dispatchTimeout;
     for (const sub of this.subscribers.values()) {
       if (sub.deadline > 0 && now >= sub.deadline) {
-        sub.close(sub.grants?.expiresAt !== undefined && sub.grants.expiresAt <= now ? 'expired' : 'lifetime');
+        // A backstop only: the deadline queue has normally ended it already.
+        sub.expire(now);
       } else if (dt > 0 && sub.blockedSince > 0 && now - sub.blockedSince >= dt) {
         sub.close('slow');
       } else if (hb > 0 && now - sub.lastWrite >= hb) {
@@ -282,6 +290,7 @@ export class Hub implements SubscriberOwner {
     if (this.closing) return;
     this.closing = true;
     if (this.sweepTimer) clearInterval(this.sweepTimer);
+    this.deadlines.close();
     this.batch.flush();
     for (const sub of [...this.subscribers.values()]) sub.close('shutdown', farewell?.());
     await this.transport.close();

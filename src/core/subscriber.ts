@@ -55,6 +55,8 @@ export class Subscriber {
   readonly grants: Grants | null;
   readonly deadline: number;
   readonly remoteAddress: string | undefined;
+  /** Position in the hub's DeadlineQueue (-1: not queued). */
+  deadlineSlot = -1;
   /** Dispatch round in which this subscriber last got an update: dedupes multi-topic matches. */
   mark = 0;
   /** Epoch ms of the last write, so heartbeats are only sent on idle streams. */
@@ -146,6 +148,8 @@ export class Subscriber {
         size += f.length;
       }
       this.lastWrite = Date.now();
+      // A replay still streaming when the token expires stops there: its reader may no longer read.
+      if (this.pastDeadline(this.lastWrite)) return;
       if (!this.sink.write(parts.length === 1 ? parts[0]! : Buffer.concat(parts, size))) {
         this.blockedSince = this.lastWrite;
         return;
@@ -167,7 +171,13 @@ export class Subscriber {
    * Delivers a live update (already matched and authorised by the hub); with a batch, the frame
    * leaves with the rest of the turn's.
    */
-  deliver(update: StoredUpdate, frame: Buffer, batch?: DeliveryBatch): void {
+  deliver(update: StoredUpdate, frame: Buffer, batch?: DeliveryBatch, now = Date.now()): void {
+    // Checked here, not only by the hub's deadline timer: an update dispatched at or after the
+    // token's exp must never reach the stream, whatever the timers are doing.
+    if (this.deadline !== 0 && now >= this.deadline) {
+      this.expire(now);
+      return;
+    }
     if (this.pending) {
       // Live updates wait for the replay, up to the buffer a saturated subscriber gets.
       if (this.pending.length >= this.bufferSize) {
@@ -216,6 +226,19 @@ export class Subscriber {
       this.queuedFrames = 0;
       this.blockedSince = now;
     }
+  }
+
+  /** Ends the stream if its deadline has come; says whether it did. */
+  pastDeadline(now: number): boolean {
+    if (this.deadline === 0 || now < this.deadline) return false;
+    this.expire(now);
+    return true;
+  }
+
+  /** The deadline has come: `expired` when it was the token's, `lifetime` (write_timeout) otherwise. */
+  expire(now: number): void {
+    const exp = this.grants?.expiresAt;
+    this.close(exp !== undefined && exp <= now ? 'expired' : 'lifetime');
   }
 
   heartbeat(): void {
