@@ -63,6 +63,7 @@ const FLAGS: readonly FlagSpec[] = [
   { names: ['log-level'], targets: ['logLevel'], arg: 'level', help: 'fatal, error, warn, info (default), debug, trace, silent' },
   { names: ['log-format'], targets: ['logFormat'], arg: 'format', help: 'json (default) or pretty' },
   { names: ['workers'], targets: ['workers'], arg: 'n|auto', help: 'hub processes sharing the port (default: one per core; 1 = a single process)' },
+  { names: ['worker-header'], bool: true, targets: ['workerHeader'], help: 'name the answering worker (its pid) in X-Quicksilver-Worker (default off)' },
 ];
 
 const FLAG_BY_NAME = new Map<string, FlagSpec>(FLAGS.flatMap((f) => f.names.map((n) => [n, f] as const)));
