@@ -7,7 +7,7 @@ import { devBanner } from './server/dev-banner.js';
 import { createHub } from './http/handler.js';
 import { createLogger, type Logger } from './observability/logger.js';
 import { serve } from './server/server.js';
-import { exitOnSignals, hubOptionsFromConfig, serveOptionsFromConfig } from './server/startup.js';
+import { exitOnSignals, hubOptionsFromConfig, logUiUrl, serveOptionsFromConfig } from './server/startup.js';
 import { createTransport } from './transports/index.js';
 import { StoreInUseError } from './transports/store-lock.js';
 import { runTokenCommand } from './commands/token.js';
@@ -98,6 +98,7 @@ async function start(argv: readonly string[]): Promise<void> {
   const server = await serve(hub, serveOptionsFromConfig(config, log)).catch(
     (err: unknown) => fail([`cannot listen on ${config.server.addr}: ${(err as Error).message}`], EXIT_UNAVAILABLE));
   log.info({ url: server.url, transport: transport.name, version: VERSION }, 'Quicksilver hub ready');
+  logUiUrl(log, config, server.url);
   if (config.dev) process.stdout.write(await devBanner(server.url, config.hub.publisher?.key ?? DEV_KEY) + '\n');
 
   exitOnSignals(log, 'shutting down: draining subscribers', () => server.close());
@@ -117,11 +118,42 @@ for the whole hub, whichever worker serves the request.
 
 `;
 
+const checkConfigHelp = (): string => `Usage: quicksilver check-config [options]
+
+Loads the configuration exactly as the hub would (file, environment, flags), opens the transport
+once, prints "configuration OK (...)" and exits 0; prints every problem and exits 2 otherwise.
+Warnings go to stderr. It takes the hub's options:
+
+`;
+
+const serveHelp = (): string => `Usage: quicksilver [serve] [options]
+
+Starts the hub. Options (each also has a directive and most an environment variable):
+
+`;
+
+const isHelp = (a: string | undefined): boolean => a === '--help' || a === '-h';
+
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
   const [command, ...rest] = argv;
-  if (command === '--help' || command === '-h' || command === 'help') {
+  if (isHelp(command) || (command === 'help' && rest.length === 0)) {
     process.stdout.write(help() + configUsage() + '\n');
+    return;
+  }
+  // `quicksilver help <command>` and `<command> --help` both answer, for every command.
+  const helpFor = command === 'help' ? rest[0] : rest.some(isHelp) || argv.some(isHelp) ? command : undefined;
+  if (helpFor === 'check-config') {
+    process.stdout.write(checkConfigHelp() + configUsage() + '\n');
+    return;
+  }
+  if (helpFor === 'token') {
+    process.exitCode = await runTokenCommand(['--help'], process.env);
+    return;
+  }
+  if (command === 'help' && helpFor !== 'serve') fail([`help: unknown command '${helpFor}' (commands: serve, check-config, token)`]);
+  if (helpFor !== undefined) {
+    process.stdout.write(serveHelp() + configUsage() + '\n');
     return;
   }
   if (command === '--version' || command === '-v') {

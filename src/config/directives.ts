@@ -253,6 +253,7 @@ export const HUB_DIRECTIVES: Record<string, Handler> = {
   transport_url: simple('transportUrl'),
   ui: simple('ui'),
   demo: simple('demo'),
+  legacy_hub_path: simple('legacyHubPath'),
   debugger: simple('ui'),
   playground: simple('demo'),
   max_request_body_size: simple('maxBodySize'),

@@ -39,6 +39,7 @@ const LEGACY_ENV: ReadonlyArray<readonly [string, readonly SimpleKey[]]> = [
 /** Quicksilver's own variables (besides QUICKSILVER_CONFIG), at the precedence of the legacy ones. */
 const OWN_ENV: ReadonlyArray<readonly [string, readonly SimpleKey[]]> = [
   ['QUICKSILVER_WORKERS', ['workers']],
+  ['LEGACY_HUB_PATH', ['legacyHubPath']],
   ['QUICKSILVER_WORKER_HEADER', ['workerHeader']],
 ];
 

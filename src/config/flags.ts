@@ -57,6 +57,7 @@ const FLAGS: readonly FlagSpec[] = [
   { names: ['trust-proxy', 'use-forwarded-headers'], bool: true, targets: ['trustProxy'], help: 'trust X-Forwarded-* headers' },
   { names: ['ui'], bool: true, targets: ['ui'], help: 'debugging UI at /.well-known/mercure/ui/' },
   { names: ['demo'], bool: true, targets: ['demo'], help: 'insecure demo endpoint (implies --ui)' },
+  { names: ['legacy-hub-path'], bool: true, targets: ['legacyHubPath'], help: 'also serve the hub at /hub, its path in the 2019 tutorials' },
   { names: ['metrics', 'metrics-enabled'], bool: true, targets: ['metrics'], help: 'Prometheus metrics (default on; --no-metrics)' },
   { names: ['tracing'], bool: true, targets: ['tracing'], help: 'OpenTelemetry spans (needs @opentelemetry/api and an SDK registered with --import)' },
   { names: ['debug'], bool: true, special: 'debug', help: 'same as --log-level=debug' },

@@ -79,7 +79,7 @@ function checkReadable(v: Val<string>, ctx: Ctx): string | undefined {
  *   `transport <local|bolt|name> { ... }`, `transport_url`, `max_request_body_size`,
  *   `resource_identifier`, `trusted_issuers`, `public_urls`, `issuer <iss> { ... }`,
  *   `protocol_version_compatibility 7|8`, `subscriber_buffer_size`, `max_topics`,
- *   `token_cache_size`, `workers <n|auto>`; accepted with a warning: `topic_selector_cache`, `topic_matcher_cache`,
+ *   `token_cache_size`, `workers <n|auto>`, `legacy_hub_path` (also serve the hub at `/hub`); accepted with a warning: `topic_selector_cache`, `topic_matcher_cache`,
  *   `subscriber_list_cache_size`, `name`.
  * - Legacy environment: `JWT_KEY`, `JWT_ALGORITHM` (both roles), `PUBLISHER_JWT_KEY`,
  *   `PUBLISHER_JWT_ALGORITHM`, `SUBSCRIBER_JWT_KEY`, `SUBSCRIBER_JWT_ALGORITHM`, `ADDR`,
@@ -90,7 +90,8 @@ function checkReadable(v: Val<string>, ctx: Ctx): string | undefined {
  *   (JSON/TEXT/FLUENTD), `HISTORY_SIZE` (appended as `size=` to a memory:// or bolt:// URL).
  *   Booleans accept 1/0, true/false, yes/no, on/off. Set-but-unsupported legacy variables
  *   (`ACME_*`, `COMPRESS`, `DB_PATH`, `METRICS_ADDR`, `CADDY_*`, ...) give a warning.
- * - Quicksilver's environment, at the legacy variables' precedence: `QUICKSILVER_WORKERS`.
+ * - Quicksilver's environment, at the legacy variables' precedence: `QUICKSILVER_WORKERS`,
+ *   `LEGACY_HUB_PATH`.
  * - Flags: see {@link configUsage}; `--flag value` or `--flag=value`, `--no-<flag>` for booleans.
  */
 export function loadConfig(input: ConfigInput): ConfigResult {
@@ -221,6 +222,7 @@ export function loadConfig(input: ConfigInput): ConfigResult {
     publishBurst: s.publishBurst?.value,
     ui: s.ui?.value ?? false,
     demo,
+    legacyHubPath: s.legacyHubPath?.value,
     trustProxy: s.trustProxy?.value ?? false,
     publicUrl: s.publicUrl?.value,
     tokenCacheSize: s.tokenCacheSize?.value,

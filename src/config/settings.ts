@@ -44,6 +44,7 @@ export interface Settings {
   historySize: number;
   ui: boolean;
   demo: boolean;
+  legacyHubPath: boolean;
   maxBodySize: number;
   publicUrl: string;
   subscriberBufferSize: number;

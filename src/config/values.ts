@@ -302,6 +302,7 @@ export const PARSERS: { [K in SimpleKey]: Parser<Settings[K]> } = {
   historySize: intP(0),
   ui: boolP,
   demo: boolP,
+  legacyHubPath: boolP,
   maxBodySize: sizeP,
   publicUrl: publicUrlP,
   subscriberBufferSize: intP(1),

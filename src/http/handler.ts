@@ -50,6 +50,12 @@ export interface QuicksilverHub {
   close(options?: { retryMs?: number }): Promise<void>;
 }
 
+/** The hub's path before the reference hub's 0.8, still in the 2019 tutorials and talks. */
+const LEGACY_HUB_PATH = '/hub';
+const LEGACY_HUB_PATH_HINT =
+  `Not Found: the hub is at ${HUB_PATH} (/hub is its path before Mercure 0.8, which old tutorials use;` +
+  ' the legacy_hub_path directive, --legacy-hub-path or LEGACY_HUB_PATH=1 serves it at /hub too)\n';
+
 const SECURITY_HEADERS: Record<string, string> = {
   'X-Frame-Options': 'DENY',
   'X-Content-Type-Options': 'nosniff',
@@ -134,15 +140,16 @@ export function createHub(options: HubOptions = {}, internals: HubInternals = {}
   ready.catch((err: unknown) => log.error({ err }, 'transport failed to start'));
   // The debugging UI (/.well-known/mercure/ui/) and, with demo, its insecure echo endpoint.
   const ui = opts.ui
-    ? createUiHandler({ ui: opts.ui, demo: opts.demo, cookieName: opts.cookieName, devKey: options.devKey, trustProxy: opts.trustProxy })
+    ? createUiHandler({ ui: opts.ui, demo: opts.demo, cookieName: opts.cookieName, devKey: options.devKey, devKeyAlg: options.devKeyAlg, trustProxy: opts.trustProxy })
     : null;
 
   const handle = async (req: Request, res: Response, next?: NextFunction): Promise<void> => {
     const url = req.url ?? '/';
     const q = url.indexOf('?');
-    const path = q < 0 ? url : url.slice(0, q);
+    let path = q < 0 ? url : url.slice(0, q);
     const query = q < 0 ? '' : url.slice(q + 1);
     const method = req.method ?? 'GET';
+    if (path === LEGACY_HUB_PATH && options.legacyHubPath) path = HUB_PATH;
 
     const isHubPath = path === HUB_PATH || path.startsWith(HUB_PATH + '/');
     const badHost = hostProblem(req.headers, opts.trustProxy);
@@ -178,7 +185,12 @@ export function createHub(options: HubOptions = {}, internals: HubInternals = {}
     }
     if (!isHubPath) {
       if (next) next();
-      else send(res, 404, 'Not Found\n');
+      else if (path === '/' && opts.ui && (method === 'GET' || method === 'HEAD')) {
+        // A hub that owns its server sends visitors of / to the UI, as the reference's dev Caddyfile does.
+        send(res, 302, '', { Location: `${HUB_PATH}/ui/` });
+      } else if (path === LEGACY_HUB_PATH) {
+        send(res, 404, LEGACY_HUB_PATH_HINT);
+      } else send(res, 404, 'Not Found\n');
       return;
     }
 

@@ -64,10 +64,17 @@ export interface HubOptions {
   /** Enable the insecure demo echo endpoint (implies `ui`). */
   demo?: boolean | undefined;
   /**
-   * HS256 key the demo UI mints its all-access development token with (`devToken` in
-   * /.well-known/mercure/ui/config.json). Used only with `demo`; never pass a production key.
+   * Also serve the hub at `/hub`, its path before the reference hub's 0.8, which the 2019
+   * tutorials use. Off by default: `/hub` then answers a 404 naming `/.well-known/mercure`.
+   */
+  legacyHubPath?: boolean | undefined;
+  /**
+   * HMAC key the demo UI mints its short-lived, all-access development token with (`devToken`
+   * in /.well-known/mercure/ui/config.json). Used only with `demo`; never pass a production key.
    */
   devKey?: string | undefined;
+  /** Algorithm of `devKey` (HS256, HS384 or HS512). Default HS256. */
+  devKeyAlg?: string | undefined;
   /** Trust `X-Forwarded-*` headers from the reverse proxy in front of the hub. */
   trustProxy?: boolean | undefined;
   /** Public URL of the hub, used to resolve relative URL patterns and topics. */

@@ -6,7 +6,7 @@ import { devBanner } from './dev-banner.js';
 import { createHub, type QuicksilverHub, type RequestHandler } from '../http/handler.js';
 import { send as sendHttp } from '../http/http-util.js';
 import { ConnectionLimiter, RateLimiter } from '../http/limits.js';
-import { exitOnSignals, hubOptionsFromConfig, serveOptionsFromConfig } from './startup.js';
+import { exitOnSignals, hubOptionsFromConfig, logUiUrl, serveOptionsFromConfig } from './startup.js';
 import type { Logger } from '../observability/logger.js';
 import { serve, type RunningServer } from './server.js';
 import { ClusterPrimaryRelay, ClusterWorkerTransport, clusterOps, workerPort } from '../transports/cluster/index.js';
@@ -290,6 +290,7 @@ async function runPrimary(config: Config, options: ClusterOptions): Promise<Runn
   allListening = null;
 
   log.info({ url, transport: transport.name, version: options.version, workers: count }, 'Quicksilver hub ready');
+  logUiUrl(log, config, url);
   if (config.dev) process.stdout.write((await devBanner(url, config.hub.publisher?.key ?? DEV_KEY)) + '\n');
 
   if (options.handleSignals ?? true) {

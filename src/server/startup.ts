@@ -1,4 +1,4 @@
-import { DEV_KEY, type Config } from '../config/index.js';
+import type { Config } from '../config/index.js';
 import type { Logger } from '../observability/logger.js';
 import type { HubOptions } from '../http/options.js';
 import type { ServeOptions } from './server.js';
@@ -19,9 +19,29 @@ export async function hubOptionsFromConfig(
     if (typeof loaded === 'string') return loaded;
     tracer = loaded;
   }
-  // The UI's config.json hands out an all-access token only for the well-known dev key (and only with demo).
-  const devKey = config.hub.publisher?.key === DEV_KEY ? DEV_KEY : undefined;
-  return { ...config.hub, metrics: config.metrics, devKey, tracer };
+  const { devKey, devKeyAlg } = demoTokenKey(config);
+  return { ...config.hub, metrics: config.metrics, devKey, devKeyAlg, tracer };
+}
+
+/**
+ * The key the demo UI signs its short-lived all-access token with: the hub's own, when one HMAC
+ * key verifies both publishers and subscribers (`DEMO=1 JWT_KEY=...`, as the tutorials run it).
+ * Otherwise none, and the page says how to mint one.
+ */
+function demoTokenKey(config: Config): { devKey?: string; devKeyAlg?: string } {
+  const { demo, publisher, subscriber } = config.hub;
+  if (!demo || !publisher?.key || publisher.jwksUrl) return {};
+  const alg = publisher.algorithm ?? 'HS256';
+  if (!alg.startsWith('HS')) return {};
+  if (subscriber && (subscriber.jwksUrl || subscriber.key !== publisher.key || (subscriber.algorithm ?? 'HS256') !== alg)) return {};
+  return { devKey: publisher.key, devKeyAlg: alg };
+}
+
+/** Says where the debugging UI is, when it is on: a browser is where most people start. */
+export function logUiUrl(log: Logger, config: Config, url: string): void {
+  if (!config.hub.ui && !config.hub.demo) return;
+  const ui = `${url}/.well-known/mercure/ui/`;
+  log.info({ ui }, `debugging UI at ${ui}${config.hub.demo ? ' (demo mode: insecure, never in production)' : ''}`);
 }
 
 export function serveOptionsFromConfig(config: Config, logger: Logger): ServeOptions {
