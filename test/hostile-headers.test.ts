@@ -7,6 +7,7 @@
 import http2 from 'node:http2';
 import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseDiscovery } from '../src/client/discovery.js';
 import { createHub, serve } from '../src/index.js';
 import { createLogger } from '../src/observability/logger.js';
 import { KEY, legacyToken, publish, startHub, SUB_KEY, type TestHub } from './helpers.js';
@@ -126,7 +127,10 @@ describe('hostile ids and headers', () => {
       expect(link).toHaveLength(1);
       const escaped = id.replace(/["\\]/g, '\\$&');
       expect([[id], [`"${escaped}"`]]).toContainEqual(etag);
-      if (etag[0]!.startsWith('"')) expect(link[0]).toContain(`last-event-id="${escaped}"`);
+      // RFC 8288 §3: a non-ASCII parameter value is an RFC 8187 ext-value.
+      if (etag[0]!.startsWith('"')) expect(link[0]).toContain(`last-event-id*=UTF-8''${encodeURIComponent(id).replace(/['()*!]/g, (c) => '%' + c.charCodeAt(0).toString(16).toUpperCase())};`);
+      // The project's own discovery parser reads the cursor back.
+      if (etag[0]!.startsWith('"')) expect(parseDiscovery(link, `http://127.0.0.1:${port}/`).hubs[0]?.lastEventId).toBe(id);
       // A client revalidating with the ETag it was given gets 304.
       const again = await rawExchange(
         port,

@@ -44,6 +44,16 @@ function route(path: string): Route | null {
   return null;
 }
 
+/**
+ * The Link `last-event-id` parameter: a quoted-string for printable ASCII, else RFC 8187's
+ * `last-event-id*=UTF-8''…` as RFC 8288 §3 asks (and as the client's linkHeader writes it).
+ */
+function lastEventIdParam(id: string): string {
+  if (/^[\x20-\x7e]*$/.test(id)) return `last-event-id="${id.replace(/["\\]/g, '\\$&')}"`;
+  const enc = encodeURIComponent(id).replace(/['()*!]/g, (c) => '%' + c.charCodeAt(0).toString(16).toUpperCase());
+  return `last-event-id*=UTF-8''${enc}`;
+}
+
 /** GET /.well-known/mercure/subscriptions[...] */
 export async function handleSubscriptions(
   ctx: HubContext,
@@ -95,7 +105,7 @@ export async function handleSubscriptions(
     'Content-Type': version === 8 ? 'application/json' : 'application/ld+json',
     ETag: etag,
     'Cache-Control': 'must-revalidate',
-    Link: `<${hubUrl(req, ctx.options.trustProxy)}>; rel="mercure"${version === 8 ? `; last-event-id=${quoted}; type="mercure"; content-type="application/json"` : ''}`,
+    Link: `<${hubUrl(req, ctx.options.trustProxy)}>; rel="mercure"${version === 8 ? `; ${lastEventIdParam(lastEventId)}; type="mercure"; content-type="application/json"` : ''}`,
   };
   if (header(req, 'if-none-match') === etag) {
     res.writeHead(304, headers);
