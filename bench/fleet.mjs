@@ -130,6 +130,7 @@ export class Fleet {
             headers: {},
             token,
             track,
+            keepIds: target.keepIds ?? false,
             concurrency: concurrency ?? target.connectConcurrency ?? Math.max(16, Math.floor(512 / n)),
             timeout: 60_000,
           });

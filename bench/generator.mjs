@@ -22,11 +22,14 @@ import { encodeHistogram, newHistogram, nowMs, signJwt } from './lib.mjs';
  * @property {string} rem          unfinished line carried over to the next read
  * @property {boolean} head        response head received
  * @property {boolean} ok          got a 200
+ * @property {string} [lastId]     last event id received (keepIds)
+ * @property {string} [pendingId]  an id line seen at the end of a read, its data line not yet
  */
 
 /** @type {Conn[]} */
 let conns = [];
 let track = true; // gap/dup tracking: every subscriber receives every update in order
+let keepIds = false; // remember each connection's last event id as received (peers with their own ids)
 let hist = newHistogram();
 let stats = freshStats();
 /** @type {{ target: number, at: number, pending: number } | null} */
@@ -85,18 +88,35 @@ function onData(c, buf) {
     c.rem = s.slice(nl + 1);
     end = nl + 1;
   }
-  // Comments (":\n", heartbeats and the opening one) are the only lines ending with ':'.
-  let p = s.indexOf(':\n');
-  while (p >= 0 && p < end) {
+  // Comments are the lines that start with ':' (the opening one, heartbeats: ":\n" from the hub
+  // and the bare broadcaster, ": hi" and ": <ping>" from Nchan). `s` starts at a line start: the
+  // head was cut off whole and an unfinished last line is carried over in `c.rem`.
+  if (s.charCodeAt(0) === 58 && end > 0) stats.comments++;
+  let p = s.indexOf('\n:');
+  while (p >= 0 && p < end - 1) {
     stats.comments++;
-    p = s.indexOf(':\n', p + 2);
+    p = s.indexOf('\n:', p + 2);
   }
   let d = s.indexOf(DATA);
   while (d >= 0 && d < end) {
+    const eol = s.indexOf('\n', d);
     const bar = s.indexOf('|', d);
-    const bar2 = s.indexOf('|', bar + 1);
+    const bar2 = bar < 0 ? -1 : s.indexOf('|', bar + 1);
+    if (bar2 < 0 || bar2 > eol) {
+      // Not one of ours ("data: <time>|<seq>|<pad>"): a peer's ping event, say.
+      d = s.indexOf(DATA, eol);
+      continue;
+    }
     const t = Number(s.slice(d + 6, bar));
     const seq = Number(s.slice(bar + 1, bar2));
+    if (keepIds) {
+      // The event's own id line, right before its data line (Nchan's ids are its own,
+      // "<time>:<tag>", so a reconnect must send back what was received, not a sequence).
+      const idAt = s.lastIndexOf('id: ', d);
+      if (idAt >= 0 && s.indexOf('\n', idAt) === d - 1 && (idAt === 0 || s.charCodeAt(idAt - 1) === 10)) c.lastId = s.slice(idAt + 4, d - 1);
+      else if (c.pendingId !== undefined) c.lastId = c.pendingId;
+      c.pendingId = undefined;
+    }
     stats.events++;
     if (stats.firstEventAt === 0) stats.firstEventAt = now;
     stats.lastEventAt = now;
@@ -120,6 +140,15 @@ function onData(c, buf) {
       if (--catchUp.pending === 0) catchUp.at = now;
     }
     d = s.indexOf(DATA, bar2);
+  }
+  if (keepIds) {
+    // An id line whose data line is still to come (the read ended between the two).
+    const idAt = s.lastIndexOf('id: ', end);
+    const lastData = s.lastIndexOf(DATA, end);
+    if (idAt > lastData && (idAt === 0 || s.charCodeAt(idAt - 1) === 10)) {
+      const eol = s.indexOf('\n', idAt);
+      if (eol >= 0 && eol < end) c.pendingId = s.slice(idAt + 4, eol);
+    }
   }
 }
 
@@ -203,6 +232,7 @@ async function connect(a) {
   connectSpec = { path: a.path, headers: a.headers ?? {}, endpoints: a.endpoints };
   tokenSpec = a.token ?? null;
   track = a.track ?? true;
+  keepIds = a.keepIds ?? false;
   errorSamples = [];
   const fresh = [];
   for (let k = 0; k < a.count; k++) {
@@ -285,7 +315,7 @@ async function reconnect(a) {
   const todo = conns.filter((c) => !c.sock);
   const t0 = nowMs();
   const ok = await pool(todo, a.concurrency ?? 100, (c, k) =>
-    openConn(c, a.localAddresses[k % a.localAddresses.length], c.lastSeq >= 0 ? `${a.idPrefix}${c.lastSeq}` : undefined, a.timeout ?? 30000),
+    openConn(c, a.localAddresses[k % a.localAddresses.length], keepIds ? c.lastId : c.lastSeq >= 0 ? `${a.idPrefix}${c.lastSeq}` : undefined, a.timeout ?? 30000),
   );
   const connected = ok.filter(Boolean).length;
   return { connected, failed: todo.length - connected, ms: nowMs() - t0, errors: errorSamples.slice() };
@@ -410,7 +440,97 @@ function buildRequest(a, ep, seq, t) {
     const body = JSON.stringify({ items: [{ channel: a.channel, id, formats: { 'http-stream': { content } } }] });
     return `POST /publish/ HTTP/1.1\r\n${host}Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
   }
+  if (a.format === 'nchan') {
+    // Nchan's HTTP publisher: the body is the message; Nchan assigns the id ("<time>:<tag>").
+    return `POST ${a.pubPath}?id=${encodeURIComponent(a.channel)} HTTP/1.1\r\n${host}Content-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(data)}\r\n\r\n${data}`;
+  }
   throw new Error(`unknown publish format ${a.format}`);
+}
+
+/**
+ * The same update as a fetch() request (URL and init): what an application's publisher sends.
+ * Mercure requests carry a token signed for this request alone (unique jti, so the hub cannot
+ * answer from its verified-token cache) and no id (the hub assigns one, as it does for most
+ * real publishers); the other formats carry the same Authorization header, which they ignore.
+ * @param {any} a @param {Endpoint} ep @param {number} seq @param {number} t
+ */
+function fetchRequest(a, ep, seq, t) {
+  const data = `${t.toFixed(3)}|${seq}|${a.pad}`;
+  const id = `${a.idPrefix}${seq}`;
+  const base = `http://${ep.host}:${ep.port}`;
+  const sec = Math.floor(Date.now() / 1000);
+  const token = signJwt({ mercure: { publish: ['*'] }, iat: sec, exp: sec + 300, jti: `${process.pid}-${seq}-${Math.random().toString(36).slice(2, 10)}` }, a.jwtKey ?? 'unused');
+  const auth = `Bearer ${token}`;
+  if (a.format === 'mercure') {
+    let body = `topic=${encodeURIComponent(a.topic)}&data=${encodeURIComponent(data)}`;
+    if (!a.hubIds) body += `&id=${encodeURIComponent(id)}`;
+    if (a.private) body += '&private=on';
+    return [`${base}/.well-known/mercure`, { method: 'POST', headers: { Authorization: auth, 'Content-Type': 'application/x-www-form-urlencoded' }, body }];
+  }
+  if (a.format === 'bare') return [`${base}/publish?topic=${encodeURIComponent(a.topic)}`, { method: 'POST', headers: { Authorization: auth }, body: `${id}\n${data}` }];
+  if (a.format === 'nchan') return [`${base}${a.pubPath}?id=${encodeURIComponent(a.channel)}`, { method: 'POST', headers: { Authorization: auth, 'Content-Type': 'text/plain' }, body: data }];
+  if (a.format === 'pushpin') {
+    const content = `id: ${id}\ndata: ${data}\n\n`;
+    return [`${base}/publish/`, { method: 'POST', headers: { Authorization: auth, 'Content-Type': 'application/json' }, body: JSON.stringify({ items: [{ channel: a.channel, id, formats: { 'http-stream': { content } } }] }) }];
+  }
+  throw new Error(`unknown publish format ${a.format}`);
+}
+
+/**
+ * A sequential publisher with a real HTTP client: Node's fetch (undici, keep-alive), one request
+ * in flight per endpoint, a freshly signed token per request, update n due at t0 + n / rate. The
+ * publish time in the data is taken just before fetch() is called. When an answer takes longer
+ * than the interval, the next update leaves late (counted in maxBehindMs), as it would from an
+ * application that awaits each publish.
+ */
+async function publishSequential(a) {
+  const rtt = newHistogram();
+  const eps = /** @type {Endpoint[]} */ (a.endpoints);
+  const statusCounts = /** @type {Record<string, number>} */ ({});
+  let seq = a.startSeq ?? 0;
+  let sent = 0;
+  let ok = 0;
+  let failed = 0;
+  let maxBehind = 0;
+  const interval = 1000 / a.rate;
+  const total = a.count ?? Math.max(1, Math.floor(((a.duration ?? 0) / 1000) * a.rate));
+  const t0 = nowMs();
+  let lastAt = t0;
+  for (let n = 0; n < total; n++) {
+    const due = t0 + n * interval;
+    let now = nowMs();
+    if (due > now) {
+      await new Promise((r) => setTimeout(r, due - now > 2 ? due - now - 1 : 0));
+      while ((now = nowMs()) < due) await new Promise((r) => setImmediate(r));
+    }
+    if (now - due > maxBehind) maxBehind = now - due;
+    const s = seq++;
+    sent++;
+    const t = nowMs();
+    const statuses = await Promise.all(
+      eps.map(async (ep) => {
+        const [url, init] = fetchRequest(a, ep, s, t);
+        try {
+          const res = await fetch(url, init);
+          await res.arrayBuffer();
+          return res.status;
+        } catch {
+          return -1;
+        }
+      }),
+    );
+    const done = nowMs();
+    lastAt = done;
+    const us = Math.round((done - t) * 1000);
+    rtt.recordValue(us < 1 ? 1 : us);
+    for (const st of statuses) {
+      statusCounts[st] = (statusCounts[st] ?? 0) + 1;
+      if (st >= 200 && st < 300) ok++;
+      else failed++;
+    }
+  }
+  const elapsed = lastAt - t0;
+  return { sent, ok, failed, statusCounts, firstAt: t0, lastAt, elapsedMs: elapsed, perSecond: elapsed > 0 ? (sent / elapsed) * 1000 : 0, maxBehindMs: maxBehind, nextSeq: seq, rtt: encodeHistogram(rtt) };
 }
 
 /**
@@ -420,6 +540,7 @@ function buildRequest(a, ep, seq, t) {
  */
 async function publish(args) {
   const a = { keyBase: 0, keyspace: 0, pad: '', private: false, idPrefix: '', topic: '', ...args };
+  if (a.client === 'fetch') return publishSequential(a);
   const rtt = newHistogram();
   const eps = /** @type {Endpoint[]} */ (a.endpoints);
   const perEp = a.connections ?? 4;

@@ -19,6 +19,9 @@ export function evaluateTargets(res) {
     const bare = find(s.idle.results, 'bare');
     add('idle-count', '≥100k idle subscribers on one machine (several workers)', q ? `${fmtNum(q.subscribers)} live over ${q.processes} processes (${q.topology ?? ''})` : 'not measured', !!q && q.subscribers >= 100_000 && q.heartbeatOk);
     add('idle-rss', '≤4 KB hub RSS per added subscriber', q ? `${fmtBytes(q.rssPerSubscriber)} (bare node:net ${fmtBytes(bare?.rssPerSubscriber)}, node:http ${fmtBytes(find(s.idle.results, 'bare-http')?.rssPerSubscriber)})` : 'not measured', !!q && q.rssPerSubscriber !== null && q.rssPerSubscriber <= 4096);
+    const nc = find(s.idle.results, 'nchan');
+    const r = ratio(q?.rssPerSubscriber, nc?.rssPerSubscriber);
+    add('idle-rss-vs-nchan', 'RSS per idle subscriber within 1.5× Nchan (nginx workers summed)', q && nc ? `${fmtBytes(q.rssPerSubscriber)} vs Nchan ${fmtBytes(nc.rssPerSubscriber)} = ${r}×` : 'Nchan not measured', q && nc && r !== null ? r <= 1.5 : null);
   }
   if (s.broadcast) {
     const q = find(s.broadcast.results, 'quicksilver');
@@ -28,6 +31,8 @@ export function evaluateTargets(res) {
       const r = ratio(q.maxDeliveriesPerSecond, bare.maxDeliveriesPerSecond);
       add('broadcast-throughput', 'broadcast deliveries/s ≥70 % of the bare broadcaster', `${fmtNum(q.maxDeliveriesPerSecond)}/s vs ${fmtNum(bare.maxDeliveriesPerSecond)}/s = ${pct(r)}`, r !== null && r >= 0.7);
       add('broadcast-vs-pushpin', 'broadcast deliveries/s above Pushpin', pp ? `${fmtNum(q.maxDeliveriesPerSecond)}/s vs Pushpin ${fmtNum(pp.maxDeliveriesPerSecond)}/s` : 'Pushpin not measured', pp ? q.maxDeliveriesPerSecond > pp.maxDeliveriesPerSecond : null);
+      const nc = find(s.broadcast.results, 'nchan');
+      add('broadcast-vs-nchan', 'broadcast deliveries/s above Nchan', nc ? `${fmtNum(q.maxDeliveriesPerSecond)}/s vs Nchan ${fmtNum(nc.maxDeliveriesPerSecond)}/s` : 'Nchan not measured', nc ? q.maxDeliveriesPerSecond > nc.maxDeliveriesPerSecond : null);
       const pairs = latencyPairs(q, bare);
       const worst = pairs.reduce((a, p) => (p.ratio !== null && (a === null || p.ratio > a.ratio) ? p : a), null);
       add(
@@ -37,6 +42,33 @@ export function evaluateTargets(res) {
         worst ? worst.ratio <= 1.3 : null,
       );
     }
+  }
+  if (s.latency) {
+    // Every Quicksilver configuration, the sequential publisher (what an application does),
+    // every rate both sustained: p50 and p99 against both bare broadcasters.
+    const hubs = (s.latency.results ?? []).filter((r) => r.name.startsWith('quicksilver') && !r.skipped && !r.failed);
+    const parts = [];
+    let worst = null;
+    let measured = 0;
+    for (const ref of ['bare', 'bare-uncoalesced']) {
+      const b = find(s.latency.results, ref);
+      if (!b) continue;
+      for (const q of hubs) {
+        for (const pair of latencyPairsBy(q, b, 'sequential')) {
+          measured++;
+          const w = Math.max(pair.p50Ratio ?? 0, pair.p99Ratio ?? 0);
+          if (worst === null || w > worst) worst = w;
+          parts.push(`${q.name} ${pair.rate}/s vs ${ref}: p50 ${pair.p50Ratio}×, p99 ${pair.p99Ratio}×`);
+        }
+      }
+    }
+    add('latency-vs-bare', 'p50 and p99 ≤1.3× both bare broadcasters (sequential fetch publisher), --workers 1 and default configuration', measured ? `worst ${worst}×; ${parts.join('; ')}` : 'no rate sustained by both', measured ? worst <= 1.3 : null);
+    const nc = find(s.latency.results, 'nchan');
+    const q1 = hubs.find((r) => r.name === 'quicksilver');
+    if (q1 && nc) {
+      const pairs = latencyPairsBy(q1, nc, 'sequential');
+      add('latency-vs-nchan', 'p99 below Nchan at the same rate (sequential publisher, --workers 1)', pairs.length ? pairs.map((p) => `${p.rate}/s: ${p.q99} vs ${p.b99} ms`).join('; ') : 'no rate sustained by both', pairs.length ? pairs.every((p) => p.q99 < p.b99) : null);
+    } else add('latency-vs-nchan', 'p99 below Nchan at the same rate (sequential publisher, --workers 1)', 'Nchan not measured', null);
   }
   if (s.targeted) {
     const q = find(s.targeted.results, 'quicksilver');
@@ -59,6 +91,18 @@ export function evaluateTargets(res) {
 }
 
 const pct = (r) => (r === null ? '–' : `${Math.round(r * 1000) / 10} %`);
+
+/** p50 and p99 of a latency-scenario target against a reference, per rate both sustained. */
+function latencyPairsBy(q, ref, publisher) {
+  const out = [];
+  for (const sq of q.stages) {
+    if (sq.publisher !== publisher || !sq.sustained) continue;
+    const sb = ref.stages.find((x) => x.publisher === publisher && x.rate === sq.rate);
+    if (!sb || !sb.sustained) continue;
+    out.push({ rate: sq.rate, q50: sq.latencyMs.p50, q99: sq.latencyMs.p99, b50: sb.latencyMs.p50, b99: sb.latencyMs.p99, p50Ratio: ratio(sq.latencyMs.p50, sb.latencyMs.p50), p99Ratio: ratio(sq.latencyMs.p99, sb.latencyMs.p99) });
+  }
+  return out;
+}
 
 /** p99 at each rate both sustained. */
 function latencyPairs(q, bare) {
@@ -88,14 +132,15 @@ export function renderTables(res) {
   const parts = [];
   if (s.idle) {
     const bare = find(s.idle.results, 'bare');
-    parts.push(`IDLE — ${fmtNum(s.idle.subscribers)} subscribers, heartbeat every ${s.idle.heartbeatMs / 1000} s`);
+    const nc = find(s.idle.results, 'nchan');
+    parts.push(`IDLE — ${fmtNum(s.idle.subscribers)} subscribers, heartbeat every ${s.idle.heartbeatMs / 1000} s (RSS summed over every process of the target)`);
     parts.push(
       table(
-        ['target', 'live', 'procs', 'connect/s', 'RSS before', 'RSS after', 'RSS/sub', '× bare', 'comments/sub'],
+        ['target', 'live', 'procs', 'connect/s', 'RSS before', 'RSS after', 'RSS/sub', '× bare', '× nchan', 'comments/sub'],
         s.idle.results.map((r) =>
           r.skipped || r.failed
-            ? skippedRow(r, 9)
-            : [r.name, fmtNum(r.subscribers), `${r.processes} ${r.topology}`, fmtNum(r.connectPerSecond), fmtBytes(r.rssBefore), fmtBytes(r.rssAfter), fmtBytes(r.rssPerSubscriber), ratio(r.rssPerSubscriber, bare?.rssPerSubscriber) ?? '–', r.heartbeatsPerSubscriber],
+            ? skippedRow(r, 10)
+            : [r.name, fmtNum(r.subscribers), `${r.processes} ${r.topology}`, fmtNum(r.connectPerSecond), fmtBytes(r.rssBefore), fmtBytes(r.rssAfter), fmtBytes(r.rssPerSubscriber), ratio(r.rssPerSubscriber, bare?.rssPerSubscriber) ?? '–', ratio(r.rssPerSubscriber, nc?.rssPerSubscriber) ?? '–', r.heartbeatsPerSubscriber],
         ),
       ),
     );
@@ -103,24 +148,28 @@ export function renderTables(res) {
   if (s.broadcast) {
     const bare = find(s.broadcast.results, 'bare');
     const pp = find(s.broadcast.results, 'pushpin');
-    parts.push(`BROADCAST — ${fmtNum(s.broadcast.subscribers)} subscribers on one topic, ${s.broadcast.stageMs / 1000} s per rate`);
+    const nc = find(s.broadcast.results, 'nchan');
+    parts.push(`BROADCAST — ${fmtNum(s.broadcast.subscribers)} subscribers on one topic, ${s.broadcast.stageMs / 1000} s per rate (pool publisher: 8 raw keep-alive connections, one token)`);
     const rows = [];
     for (const r of s.broadcast.results) {
       if (r.skipped || r.failed) {
-        rows.push(skippedRow(r, 11));
+        rows.push(skippedRow(r, 13));
         continue;
       }
       for (const st of r.stages) {
         const b = bare?.stages.find((x) => x.rate === st.rate);
         const p = pp?.stages.find((x) => x.rate === st.rate);
+        const n = nc?.stages.find((x) => x.rate === st.rate);
         rows.push([
           r.name,
           `${st.rate}/s`,
           fmtNum(st.deliveriesPerSecond),
           ratio(st.deliveriesPerSecond, b?.deliveriesPerSecond) ?? '–',
           ratio(st.deliveriesPerSecond, p?.deliveriesPerSecond) ?? '–',
+          ratio(st.deliveriesPerSecond, n?.deliveriesPerSecond) ?? '–',
           st.latencyMs.p50,
           st.latencyMs.p99,
+          ratio(st.latencyMs.p50, b?.latencyMs.p50) ?? '–',
           ratio(st.latencyMs.p99, b?.latencyMs.p99) ?? '–',
           st.latencyMs.max,
           st.hubCpuCores,
@@ -128,13 +177,56 @@ export function renderTables(res) {
         ]);
       }
     }
-    parts.push(table(['target', 'rate', 'deliveries/s', '× bare', '× pushpin', 'p50 ms', 'p99 ms', 'p99 × bare', 'max ms', 'cores', 'sustained'], rows));
+    parts.push(table(['target', 'rate', 'deliveries/s', '× bare', '× pushpin', '× nchan', 'p50 ms', 'p99 ms', 'p50 × bare', 'p99 × bare', 'max ms', 'cores', 'sustained'], rows));
     parts.push(
       table(
-        ['target', 'max deliveries/s', '× bare', '× pushpin'],
-        s.broadcast.results.filter((r) => !r.skipped && !r.failed).map((r) => [r.name, fmtNum(r.maxDeliveriesPerSecond), ratio(r.maxDeliveriesPerSecond, bare?.maxDeliveriesPerSecond) ?? '–', ratio(r.maxDeliveriesPerSecond, pp?.maxDeliveriesPerSecond) ?? '–']),
+        ['target', 'max deliveries/s', '× bare', '× pushpin', '× nchan'],
+        s.broadcast.results.filter((r) => !r.skipped && !r.failed).map((r) => [r.name, fmtNum(r.maxDeliveriesPerSecond), ratio(r.maxDeliveriesPerSecond, bare?.maxDeliveriesPerSecond) ?? '–', ratio(r.maxDeliveriesPerSecond, pp?.maxDeliveriesPerSecond) ?? '–', ratio(r.maxDeliveriesPerSecond, nc?.maxDeliveriesPerSecond) ?? '–']),
       ),
     );
+  }
+  if (s.latency) {
+    const ref = (name) => find(s.latency.results, name);
+    const bare = ref('bare');
+    const perFrame = ref('bare-uncoalesced');
+    const nc = ref('nchan');
+    parts.push(
+      `LATENCY — ${fmtNum(s.latency.subscribers)} subscribers on one topic, ${s.latency.updatesPerRate} updates per rate and publisher; publishers: sequential = fetch (undici, keep-alive), one request at a time, a fresh HS256 token per request, hub-assigned ids; pool = 8 raw keep-alive connections, one token. Ratios compare the same publisher at the same rate; bare = coalescing bare broadcaster, bare/frame = one write per frame`,
+    );
+    const rows = [];
+    for (const r of s.latency.results) {
+      if (r.skipped || r.failed) {
+        rows.push(skippedRow(r, 16));
+        continue;
+      }
+      for (const st of r.stages) {
+        const same = (t) => t?.stages.find((x) => x.publisher === st.publisher && x.rate === st.rate);
+        const b = same(bare);
+        const f = same(perFrame);
+        const n = same(nc);
+        rows.push([
+          r.name,
+          st.publisher,
+          `${st.rate}/s`,
+          st.latencyMs.p50,
+          st.latencyMs.p99,
+          st.latencyMs.max,
+          ratio(st.latencyMs.p50, b?.latencyMs.p50) ?? '–',
+          ratio(st.latencyMs.p99, b?.latencyMs.p99) ?? '–',
+          ratio(st.latencyMs.p50, f?.latencyMs.p50) ?? '–',
+          ratio(st.latencyMs.p99, f?.latencyMs.p99) ?? '–',
+          ratio(st.latencyMs.p50, n?.latencyMs.p50) ?? '–',
+          ratio(st.latencyMs.p99, n?.latencyMs.p99) ?? '–',
+          st.publishRttMs.p50,
+          st.publisherBehindMs,
+          st.hubCpuCores,
+          st.sustained ? 'yes' : `NO (${st.delivered < st.expected ? `${fmtNum(st.expected - st.delivered)} missing, ` : ''}drain ${st.drainMs} ms, behind ${st.publisherBehindMs} ms${st.cut ? `, ${st.cut} cut` : ''})`,
+        ]);
+      }
+    }
+    parts.push(table(['target', 'publisher', 'rate', 'p50 ms', 'p99 ms', 'max ms', 'p50×bare', 'p99×bare', 'p50×bare/frame', 'p99×bare/frame', 'p50×nchan', 'p99×nchan', 'POST p50 ms', 'behind ms', 'cores', 'sustained'], rows));
+    const labels = s.latency.results.filter((r) => r.label).map((r) => `${r.name}: ${r.label}`);
+    if (labels.length) parts.push(labels.join('\n'));
   }
   if (s.targeted) {
     const bare = find(s.targeted.results, 'bare');
@@ -171,11 +263,11 @@ export function renderTables(res) {
     parts.push(`RECONNECT — ${fmtNum(s.reconnect.subscribers)} subscribers reconnect with Last-Event-ID after missing ${s.reconnect.missed} updates`);
     parts.push(
       table(
-        ['target', 'reconnected', 'caught up in', '× bare', 'gaps', 'dups', 'delivered', 'p99 ms'],
+        ['target', 'reconnected', 'caught up in', '× bare', '× nchan', 'gaps', 'dups', 'delivered', 'p50 ms', 'p99 ms'],
         s.reconnect.results.map((r) =>
           r.skipped || r.failed
-            ? skippedRow(r, 8)
-            : [r.name, fmtNum(r.reconnected), r.catchUpSeconds === null ? 'NOT caught up' : `${r.catchUpSeconds} s`, ratio(r.catchUpSeconds, bare?.catchUpSeconds) ?? '–', r.gaps, r.dups, `${fmtNum(r.delivered)}/${fmtNum(r.expected)}`, r.latencyMs.p99],
+            ? skippedRow(r, 10)
+            : [r.name, fmtNum(r.reconnected), r.catchUpSeconds === null ? 'NOT caught up' : `${r.catchUpSeconds} s`, ratio(r.catchUpSeconds, bare?.catchUpSeconds) ?? '–', ratio(r.catchUpSeconds, find(s.reconnect.results, 'nchan')?.catchUpSeconds) ?? '–', r.gaps, r.dups, `${fmtNum(r.delivered)}/${fmtNum(r.expected)}`, r.latencyMs.p50, r.latencyMs.p99],
         ),
       ),
     );
@@ -195,7 +287,7 @@ export function renderTables(res) {
 // SVG chart
 // ------------------------------------------------------------------------------------------------
 
-const COLORS = { quicksilver: '#7b2ff7', 'quicksilver-exact': '#c77dff', bare: '#2b2d42', 'bare-uncoalesced': '#6c757d', 'bare-http': '#8d99ae', pushpin: '#ef8354' };
+const COLORS = { quicksilver: '#7b2ff7', 'quicksilver-exact': '#c77dff', 'quicksilver-lmdb': '#9d4edd', 'quicksilver-default': '#5a189a', bare: '#2b2d42', 'bare-uncoalesced': '#6c757d', 'bare-http': '#8d99ae', pushpin: '#ef8354', nchan: '#2a9d8f' };
 const esc = (s) => String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 
 function niceTicks(min, max, log) {
@@ -286,6 +378,10 @@ export function renderSvg(res) {
     const rs = ok(s.broadcast.results);
     panels.push({ title: `Broadcast: deliveries/s (${fmtNum(s.broadcast.subscribers)} subscribers)`, xLabel: 'publishes/s offered', yLabel: 'deliveries/s', xLog: true, series: rs.map((r) => ({ name: r.name, points: r.stages.map((x) => [x.rate, x.deliveriesPerSecond]) })) });
     panels.push({ title: 'Broadcast: publish→receive latency (p99 solid, p50 dashed)', xLabel: 'publishes/s offered', yLabel: 'ms (log)', xLog: true, yLog: true, series: rs.flatMap((r) => [{ name: `${r.name} p99`, color: COLORS[r.name], points: r.stages.map((x) => [x.rate, x.latencyMs.p99]) }, { name: `${r.name} p50`, color: COLORS[r.name], dashed: true, points: r.stages.map((x) => [x.rate, x.latencyMs.p50]) }]) });
+  }
+  if (s.latency) {
+    const rs = ok(s.latency.results);
+    panels.push({ title: 'Latency, sequential fetch publisher (p99 solid, p50 dashed)', xLabel: 'publishes/s', yLabel: 'ms (log)', xLog: true, yLog: true, series: rs.flatMap((r) => { const st = r.stages.filter((x) => x.publisher === 'sequential'); return [{ name: `${r.name} p99`, color: COLORS[r.name], points: st.map((x) => [x.rate, x.latencyMs.p99]) }, { name: `${r.name} p50`, color: COLORS[r.name], dashed: true, points: st.map((x) => [x.rate, x.latencyMs.p50]) }]; }) });
   }
   if (s.targeted) {
     const rs = ok(s.targeted.results);

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// Quicksilver benchmark: the hub against the bare broadcaster (the physical limit here) and
-// Pushpin, with load generators in separate processes over loopback.
+// Quicksilver benchmark: the hub against the bare broadcaster (the physical limit here), Nchan
+// and Pushpin, with load generators in separate processes over loopback.
 //
 //   npm run bench                              full run (bounded, about 15 minutes)
 //   npm run bench -- --quick                   a few seconds per scenario, proves the harness works
@@ -15,23 +15,29 @@ import path from 'node:path';
 import { ROOT, foreignLoad, killAllChildren, sleep } from './lib.mjs';
 import { evaluateTargets, renderSvg, renderTables } from './report.mjs';
 import { SCENARIOS, removeScratch, scratchDir } from './scenarios.mjs';
-import { probeCluster, pushpinInstalled, setHubDir } from './targets.mjs';
+import { nchanInstalled, probeCluster, pushpinInstalled, setHubDir } from './targets.mjs';
 
 const USAGE = `Usage: node bench/run.mjs [options]
   --quick                 small counts, ~1 s per stage: proves the harness works (CI)
-  --scenario a,b          idle, broadcast, targeted, publish, reconnect (default: all)
-  --subscribers N         broadcast subscribers (default 10000; quick 200)
+  --scenario a,b          idle, broadcast, latency, targeted, publish, reconnect (default: all)
+  --subscribers N         broadcast (and latency) subscribers (default 10000; quick 200)
   --idle N                idle subscribers (default 100000; quick 300)
   --sizes a,b,c           targeted fan-out sizes (default 1000,10000,100000)
   --reconnect-subscribers N   reconnect storm size (default 10000)
   --rates a,b,c           broadcast publish rates per second (default 5,10,20,50,100,200,400)
   --stage-ms N            broadcast stage duration (default 4000)
+  --latency-rates a,b     latency scenario publish rates (default 5,10,20,50; quick 40)
+  --latency-updates N     updates per rate and publisher in the latency scenario (default 100)
+  --latency-subscribers N latency scenario subscribers (default: --subscribers)
+  --publishers a,b        latency scenario publishers: sequential (fetch, one request at a time,
+                          a fresh token each), pool (8 raw keep-alive connections, one token)
   --workers N             hub processes (--workers N cluster, or N shards if the cluster mode
                           is unavailable); default: enough for the subscriber count (idle,
                           targeted) and 1 for the other scenarios
   --transport T           hub transport for idle/broadcast/targeted/reconnect (default lmdb)
   --transports a,b        transports of the publish scenario (memory,lmdb,redis,postgres,nats)
-  --targets a,b           only these targets (quicksilver, quicksilver-exact, bare, bare-http, pushpin)
+  --targets a,b           only these targets (quicksilver, quicksilver-exact, quicksilver-lmdb,
+                          quicksilver-default, bare, bare-uncoalesced, bare-http, nchan, pushpin)
   --payload N             bytes of padding in each update's data (default 64)
   --publish-connections N concurrent publisher connections in the publish scenario (default 16)
   --pushpin-rate N        Pushpin message_rate (default 1000000; Pushpin's own default is 2500)
@@ -41,7 +47,7 @@ const USAGE = `Usage: node bench/run.mjs [options]
   --note TEXT             free text kept in the JSON (what was measured)
   --heap-snapshot DIR     idle scenario: heap snapshot of every hub process (bench/heap-summary.mjs)
   --out DIR               where results go (default bench-results/)
-  --max-minutes N         abort the whole run after N minutes (default 20; quick 3)
+  --max-minutes N         abort the whole run after N minutes (default 35; quick 3)
 `;
 
 function parseArgs(argv) {
@@ -62,6 +68,10 @@ function parseArgs(argv) {
       case '--reconnect-subscribers': o.reconnectSubscribers = Number(val()); break;
       case '--rates': o.rates = nums(val()); break;
       case '--stage-ms': o.stageMs = Number(val()); break;
+      case '--latency-rates': o.latencyRates = nums(val()); break;
+      case '--latency-updates': o.latencyUpdates = Number(val()); break;
+      case '--latency-subscribers': o.latencySubscribers = Number(val()); break;
+      case '--publishers': o.publishers = list(val()); break;
       case '--workers': o.workers = Number(val()); break;
       case '--transport': o.transport = val(); break;
       case '--transports': o.transports = list(val()); break;
@@ -131,7 +141,7 @@ async function main() {
   setHubDir(hubDir);
   const started = Date.now();
   const log = (line) => process.stdout.write(`[${((Date.now() - started) / 1000).toFixed(1).padStart(6)}s] ${line}\n`);
-  const maxMinutes = opts.maxMinutes ?? (opts.quick ? 3 : 20);
+  const maxMinutes = opts.maxMinutes ?? (opts.quick ? 3 : 35);
   const abort = setTimeout(() => {
     log(`time limit of ${maxMinutes} min reached: aborting`);
     killAllChildren();
@@ -155,6 +165,19 @@ async function main() {
     return pushpinInstalled();
   }
 
+  /** Nchan likewise (Debian's nginx + libnginx-mod-nchan, bench/install-nchan.sh). */
+  function ensureNchan(o) {
+    const have = nchanInstalled();
+    if (have || o.quick || (o.targets && !o.targets.includes('nchan'))) return have;
+    log('Nchan is not installed: installing it (bench/install-nchan.sh)');
+    try {
+      execFileSync('bash', [path.join(ROOT, 'bench', 'install-nchan.sh')], { stdio: ['ignore', 'inherit', 'inherit'], timeout: 600_000 });
+    } catch (err) {
+      log(`could not install Nchan (${/** @type {Error} */ (err).message.split('\n')[0]}): the peer comparison is skipped`);
+    }
+    return nchanInstalled();
+  }
+
   const tag = `${Date.now().toString(36)}${Math.floor(Math.random() * 1296).toString(36)}`;
   const dir = scratchDir();
   const meta = {
@@ -166,12 +189,13 @@ async function main() {
     revision: revision(hubDir),
     note: opts.note ?? null,
     pushpin: ensurePushpin(opts),
+    nchan: ensureNchan(opts),
     tag,
     cluster: /** @type {any} */ (null),
     foreignCoresBefore: 0,
   };
   log(`Quicksilver benchmark${opts.quick ? ' (quick)' : ''}: ${meta.machine.cores} cores, ${meta.machine.memGiB} GiB, Node ${meta.machine.node}, kernel ${meta.machine.kernel}, open files ≤ ${meta.machine.fileLimit}`);
-  log(`scenarios: ${opts.scenarios.join(', ')}; Pushpin: ${meta.pushpin ?? 'not installed (skipped; bench/install-pushpin.sh)'}`);
+  log(`scenarios: ${opts.scenarios.join(', ')}; Pushpin: ${meta.pushpin ?? 'not installed (skipped; bench/install-pushpin.sh)'}; Nchan: ${meta.nchan ?? 'not installed (skipped; bench/install-nchan.sh)'}`);
   const pre = foreignLoad();
   await sleep(1000);
   meta.foreignCoresBefore = pre.stop();

@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Fleet, Publisher, waitEvents } from './fleet.mjs';
 import { mergeHistograms, nowMs, sleep, summarize, totalCpu, totalRss } from './lib.mjs';
-import { JWT_KEY, cleanupTransport, pushpinInstalled, startBare, startPushpin, startQuicksilver } from './targets.mjs';
+import { JWT_KEY, cleanupTransport, nchanInstalled, pushpinInstalled, startBare, startNchan, startPushpin, startQuicksilver } from './targets.mjs';
 
 /**
  * @typedef {object} Ctx
@@ -48,6 +48,21 @@ const latencyOf = (h) => {
   return s;
 };
 
+/** A peer that is not installed is reported as skipped (with how to install it), never hidden. */
+function missingPeer(ctx, scenario, name) {
+  if (name === 'pushpin' && !pushpinInstalled()) {
+    const note = 'Pushpin not installed: skipped (bench/install-pushpin.sh installs it)';
+    ctx.log(`${scenario} pushpin: ${note}`);
+    return { name, skipped: note };
+  }
+  if (name === 'nchan' && !nchanInstalled()) {
+    const note = 'Nchan (nginx + libnginx-mod-nchan) not installed: skipped (bench/install-nchan.sh installs it)';
+    ctx.log(`${scenario} nchan: ${note}`);
+    return { name, skipped: note };
+  }
+  return null;
+}
+
 // ------------------------------------------------------------------------------------------------
 // 1. Idle subscribers with heartbeats
 // ------------------------------------------------------------------------------------------------
@@ -61,10 +76,17 @@ export async function idle(ctx) {
     ['quicksilver', () => startQuicksilver({ procs, heartbeat, transport: ctx.opts.transport, needFanout: false, tag: `${ctx.tag}i`, dir: ctx.dir, log: ctx.log, nodeArgs: [...(ctx.opts.hubNodeArgs ?? []), ...(ctx.opts.heapSnapshot ? ['--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${ctx.opts.heapSnapshot}`] : [])] })],
     ['bare', () => startBare({ procs, heartbeat })],
     ['bare-http', () => startBare({ procs, heartbeat, mode: 'http' })],
+    // nginx workers summed (master included), pings as often as the hub's heartbeat.
+    ['nchan', () => startNchan({ procs, heartbeat })],
   ];
   const results = [];
   for (const [name, start] of starters) {
     if (ctx.opts.targets && !ctx.opts.targets.includes(name)) continue;
+    const missing = missingPeer(ctx, 'idle', name);
+    if (missing) {
+      results.push(missing);
+      continue;
+    }
     results.push(
       await withTarget(ctx, `idle ${name}`, start, async (target, cleanup) => {
         await sleep(ctx.quick ? 500 : 1500);
@@ -152,16 +174,16 @@ export async function broadcast(ctx) {
     // The same without write coalescing: shows what batching frames per event-loop turn is worth.
     ['bare-uncoalesced', () => startBare({ procs, coalesce: false })],
     ['pushpin', () => startPushpin({ messageRate: ctx.opts.pushpinRate ?? 1_000_000 })],
+    ['nchan', () => startNchan({ procs })],
   ];
   const results = [];
   const notes = [];
   for (const [name, start] of starters) {
     if (ctx.opts.targets && !ctx.opts.targets.includes(name)) continue;
     if (ctx.quick && !ctx.opts.targets && name === 'bare-uncoalesced') continue;
-    if (name === 'pushpin' && !pushpinInstalled()) {
-      const note = 'Pushpin not installed: skipped (bench/install-pushpin.sh installs it)';
-      ctx.log(`broadcast pushpin: ${note}`);
-      results.push({ name, skipped: note });
+    const missing = missingPeer(ctx, 'broadcast', name);
+    if (missing) {
+      results.push(missing);
       continue;
     }
     results.push(
@@ -231,6 +253,115 @@ export async function broadcast(ctx) {
     );
   }
   return { subscribers: N, rates, stageMs, notes, results };
+}
+
+// ------------------------------------------------------------------------------------------------
+// 2b. Publish-to-receive latency as an application sees it
+// ------------------------------------------------------------------------------------------------
+
+/**
+ * The publishers of the latency scenario.
+ * - sequential: what an application does: Node's fetch (undici, keep-alive), one request at a
+ *   time, a token signed for each request, the hub choosing the id; a fixed rate.
+ * - pool: the broadcast scenario's publisher: 8 keep-alive raw HTTP/1.1 connections, one token
+ *   for the whole run (the hub's verified-token cache answers), ids chosen by the publisher, up
+ *   to 8 requests in flight; the same fixed rate.
+ */
+const PUBLISHERS = {
+  sequential: { client: 'fetch', hubIds: true },
+  pool: { client: 'raw', connections: 8 },
+};
+
+/** @param {Ctx} ctx */
+export async function latency(ctx) {
+  const N = ctx.opts.latencySubscribers ?? ctx.opts.subscribers ?? (ctx.quick ? 200 : 10_000);
+  const rates = ctx.opts.latencyRates ?? (ctx.quick ? [40] : [5, 10, 20, 50]);
+  const count = ctx.opts.latencyUpdates ?? (ctx.quick ? 8 : 100);
+  const publishers = ctx.opts.publishers ?? Object.keys(PUBLISHERS);
+  for (const p of publishers) if (!(p in PUBLISHERS)) throw new Error(`unknown publisher ${p} (expected ${Object.keys(PUBLISHERS).join(', ')})`);
+  const hubArgs = { heartbeat: 40_000, dir: ctx.dir, log: ctx.log, nodeArgs: ctx.opts.hubNodeArgs };
+  const starters = [
+    // What the outside probe ran: one process, the in-memory transport.
+    ['quicksilver', () => startQuicksilver({ ...hubArgs, procs: 1, transport: 'memory', tag: `${ctx.tag}l1` })],
+    // One process with the default store: separates the store's cost from the cluster's.
+    ['quicksilver-lmdb', () => startQuicksilver({ ...hubArgs, procs: 1, transport: 'lmdb', tag: `${ctx.tag}l2` })],
+    // A plain `quicksilver`: one worker per core and the LMDB store.
+    ['quicksilver-default', () => startQuicksilver({ ...hubArgs, defaults: true, transport: 'lmdb', tag: `${ctx.tag}l3` })],
+    ['bare', () => startBare({ procs: 1 })],
+    ['bare-uncoalesced', () => startBare({ procs: 1, coalesce: false })],
+    ['nchan', () => startNchan({})],
+    ['pushpin', () => startPushpin({ messageRate: ctx.opts.pushpinRate ?? 1_000_000 })],
+  ];
+  const results = [];
+  for (const [name, start] of starters) {
+    if (ctx.opts.targets && !ctx.opts.targets.includes(name) && !(name.startsWith('quicksilver-') && ctx.opts.targets.includes('quicksilver'))) continue;
+    if (ctx.quick && !ctx.opts.targets && (name === 'quicksilver-lmdb' || name === 'pushpin')) continue;
+    const missing = missingPeer(ctx, 'latency', name);
+    if (missing) {
+      results.push(missing);
+      continue;
+    }
+    results.push(
+      await withTarget(ctx, `latency ${name}`, start, async (target, cleanup) => {
+        const fleet = new Fleet(Fleet.sizeFor(N, 2));
+        const pub = new Publisher();
+        cleanup.push(() => fleet.stop(), () => pub.stop());
+        const idPrefix = `urn:qsbench:${ctx.tag}:l:`;
+        const pubBase = { endpoints: target.pubEndpoints, format: target.pubFormat, ...target.pubExtra, topic: TOPIC, idPrefix, pad: 'x'.repeat(ctx.opts.payload ?? 64), jwtKey: JWT_KEY };
+        const c = await fleet.connect({ target, count: N, path: target.subscribePath(TOPIC), track: true, progress: (l) => ctx.log(`latency ${name}: ${l}`) });
+        ctx.log(`latency ${name}: ${c.connected.toLocaleString('en-US')} subscribers in ${c.seconds.toFixed(1)} s (${c.failed} failed${c.errors.length ? `: ${c.errors[0]}` : ''}), ${target.label}`);
+        if (c.connected === 0) throw new Error(`no subscriber could connect: ${c.errors.join(' | ')}`);
+        await sleep(500);
+        let seq = 0;
+        const warm = await pub.publish({ ...pubBase, ...PUBLISHERS.sequential, rate: 20, count: 5, startSeq: seq });
+        seq = warm.nextSeq;
+        await waitEvents(fleet, 5 * c.connected, { stallMs: 3000, maxMs: 15000, hist: false });
+        const stages = [];
+        for (const publisher of publishers) {
+          for (const rate of rates) {
+            await fleet.reset();
+            const pids = target.pids();
+            const cpu0 = totalCpu(pids);
+            const r = await pub.publish({ ...pubBase, ...PUBLISHERS[publisher], rate, count, startSeq: seq });
+            seq = r.nextSeq;
+            const okUpdates = Math.round(r.ok / target.pubEndpoints.length);
+            const live = (await fleet.stats()).live;
+            const expected = okUpdates * live;
+            const st = await waitEvents(fleet, expected, { stallMs: 2000, maxMs: (count / rate) * 1000 + 15000 });
+            const elapsed = Math.max(1, st.lastEventAt - r.firstAt);
+            const lat = latencyOf(/** @type {any} */ (st.hist));
+            const stage = {
+              publisher,
+              rate,
+              published: r.sent,
+              publishFailed: r.failed,
+              publishRttMs: latencyOf(mergeHistograms([r.rtt])),
+              publisherBehindMs: Math.round(r.maxBehindMs),
+              subscribers: live,
+              expected,
+              delivered: st.events,
+              deliveriesPerSecond: Math.round((st.events / elapsed) * 1000),
+              drainMs: Math.round(st.lastEventAt - r.lastAt),
+              latencyMs: lat,
+              gaps: st.gaps,
+              dups: st.dups,
+              cut: st.peerClosed,
+              hubCpuCores: Math.round(((totalCpu(target.pids()) - cpu0) / elapsed) * 100) / 100,
+            };
+            stage.sustained = stage.delivered >= expected * 0.999 && stage.drainMs <= 1000 && stage.cut === 0 && r.failed === 0 && r.maxBehindMs < 500;
+            stages.push(stage);
+            ctx.log(
+              `latency ${name}: ${publisher} ${rate}/s × ${count} → p50 ${lat.p50} ms, p99 ${lat.p99} ms, max ${lat.max} ms; POST p50 ${stage.publishRttMs.p50} ms p99 ${stage.publishRttMs.p99} ms, publisher ${stage.publisherBehindMs} ms behind at worst; hub ${stage.hubCpuCores} cores${stage.sustained ? '' : ' — not sustained, next publisher'}${stage.gaps || stage.dups ? `, ${stage.gaps} gaps, ${stage.dups} dups` : ''}`,
+            );
+            if (!stage.sustained) break;
+          }
+        }
+        await fleet.closeAll();
+        return { subscribers: c.connected, stages };
+      }),
+    );
+  }
+  return { subscribers: N, rates, updatesPerRate: count, publishers, results };
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -413,10 +544,18 @@ export async function reconnect(ctx) {
   const starters = [
     ['quicksilver', () => startQuicksilver({ procs, heartbeat: 40_000, transport: ctx.opts.transport, tag: `${ctx.tag}r`, dir: ctx.dir, log: ctx.log, nodeArgs: ctx.opts.hubNodeArgs })],
     ['bare', () => startBare({ procs })],
+    // Nchan keeps 10 messages per channel by default: its buffer is raised so that the missed
+    // updates are still there (the hub keeps 100,000 by default, the bare broadcaster 100,000).
+    ['nchan', () => startNchan({ procs, bufferLength: Math.max(1000, missed * 2) })],
   ];
   const results = [];
   for (const [name, start] of starters) {
     if (ctx.opts.targets && !ctx.opts.targets.includes(name)) continue;
+    const missing = missingPeer(ctx, 'reconnect', name);
+    if (missing) {
+      results.push(missing);
+      continue;
+    }
     results.push(
       await withTarget(ctx, `reconnect ${name}`, start, async (target, cleanup) => {
         const fleet = new Fleet(Fleet.sizeFor(N, 2));
@@ -478,7 +617,7 @@ export async function reconnect(ctx) {
   return { subscribers: N, missed, results };
 }
 
-export const SCENARIOS = { idle, broadcast, targeted, publish, reconnect };
+export const SCENARIOS = { idle, broadcast, latency, targeted, publish, reconnect };
 
 export function scratchDir() {
   return mkdtempSync(path.join(os.tmpdir(), 'qs-bench-'));

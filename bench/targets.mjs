@@ -1,6 +1,6 @@
 // The systems under test, started as separate processes: the Quicksilver hub (one process, its
 // own --workers cluster, or independent shards), the bare broadcaster (the ceiling) and Pushpin.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
@@ -41,7 +41,7 @@ export function setHubDir(dir) {
 }
 
 /** Starts one hub process (which may fork its own workers). */
-async function startHubProcess({ port, transport, heartbeat, anonymous = true, workers, nodeArgs = [], env = {}, timeout = 20000 }) {
+async function startHubProcess({ port, transport, heartbeat, anonymous = true, workers, nodeArgs = [], env = {}, timeout = 20000, defaults = false }) {
   const args = [
     ...nodeArgs,
     path.join(hubDir, 'dist/cli.js'),
@@ -49,8 +49,8 @@ async function startHubProcess({ port, transport, heartbeat, anonymous = true, w
     '--jwt-key', JWT_KEY,
     '--transport-url', transport,
     '--log-level', 'warn',
-    '--heartbeat', `${heartbeat}ms`,
-    '--write-timeout', '0s',
+    // defaults: what a plain `quicksilver` does (its own heartbeat and write timeout).
+    ...(defaults ? [] : ['--heartbeat', `${heartbeat}ms`, '--write-timeout', '0s']),
   ];
   if (anonymous) args.push('--anonymous');
   if (workers !== undefined) args.push('--workers', String(workers));
@@ -152,14 +152,26 @@ export async function probeCluster(log) {
  * then being published to every shard (the same total work a cluster does).
  * @returns {Promise<Target>}
  */
-export async function startQuicksilver({ procs = 1, transport = 'memory', heartbeat = 40000, anonymous = true, needFanout = true, nodeArgs = [], tag, dir, log }) {
+export async function startQuicksilver({ procs = 1, transport = 'memory', heartbeat = 40000, anonymous = true, needFanout = true, nodeArgs = [], tag, dir, log, defaults = false }) {
   const notes = [];
   const url = transportUrl(transport, tag, dir);
   /** @type {{ child: import('node:child_process').ChildProcess }[]} */
   const started = [];
   let topology = /** @type {Target['topology']} */ ('single');
   const ports = [];
-  if (procs > 1) {
+  if (defaults) {
+    // The configuration a plain `quicksilver` runs: no --workers (one worker per core), the
+    // LMDB store (here in the scratch directory instead of ./.quicksilver/), default heartbeat
+    // and write timeout.
+    const port = await freePort();
+    const proc = await startHubProcess({ port, transport: url, heartbeat, anonymous, nodeArgs, defaults: true });
+    started.push(proc);
+    ports.push(port);
+    await sleep(500);
+    const workers = processTree(/** @type {number} */ (proc.child.pid)).length - 1;
+    procs = Math.max(1, workers);
+    topology = workers > 0 ? 'cluster' : 'single';
+  } else if (procs > 1) {
     const probe = await probeCluster(log);
     if (probe.workers && (probe.fanout || !needFanout)) {
       topology = 'cluster';
@@ -184,7 +196,7 @@ export async function startQuicksilver({ procs = 1, transport = 'memory', heartb
   const roots = started.map((p) => /** @type {number} */ (p.child.pid));
   return {
     name: 'quicksilver',
-    label: `Quicksilver (${transport}${topology === 'single' ? '' : `, ${procs} ${topology === 'cluster' ? 'workers' : 'shards'}`})`,
+    label: `Quicksilver (${transport}${topology === 'single' ? '' : `, ${procs} ${topology === 'cluster' ? 'workers' : 'shards'}`}${defaults ? ', default configuration' : ''})`,
     topology,
     procs,
     transport,
@@ -327,6 +339,123 @@ export async function startPushpin({ messageRate = 1_000_000, channel = 'bench' 
       await stopChild(proc.child, 3000);
       origin.closeAllConnections?.();
       origin.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+    notes: [],
+  };
+}
+
+// ------------------------------------------------------------------------------------------------
+// Nchan (peer): nginx's pub/sub module, EventSource subscribers, HTTP publisher
+// ------------------------------------------------------------------------------------------------
+
+const NCHAN_MODULES = ['/usr/lib/nginx/modules/ngx_nchan_module.so', '/usr/share/nginx/modules/ngx_nchan_module.so'];
+
+/** "nginx x.y.z, nchan a.b.c" when nginx and the Nchan module are installed, else null. */
+export function nchanInstalled() {
+  if (!NCHAN_MODULES.some((m) => existsSync(m))) return null;
+  // `nginx -v` prints "nginx version: nginx/1.22.1" on stderr.
+  const v = spawnSync('nginx', ['-v'], { encoding: 'utf8' });
+  const nginx = /nginx version:\s*(\S+)/.exec(`${v.stderr ?? ''}${v.stdout ?? ''}`)?.[1];
+  if (!nginx) return null;
+  const q = spawnSync('dpkg-query', ['-W', '-f=${Version}', 'libnginx-mod-nchan'], { encoding: 'utf8' });
+  const pkg = String(q.stdout ?? '').trim().replace(/^\d+:/, '').replace(/\+.*$/, '');
+  return `${nginx}, nchan ${/^\d/.test(pkg) ? pkg : '(version unknown)'}`;
+}
+
+/**
+ * Starts nginx with the Nchan module as a child of the benchmark: `daemon off`, its own prefix,
+ * pid file, logs and temp paths under a temporary directory, a free port; nothing of the system's
+ * nginx configuration is read or touched.
+ *
+ * Configuration: Nchan's and nginx's defaults, except the limits that would otherwise be what is
+ * measured: worker_connections and worker_rlimit_nofile (so that every subscriber fits),
+ * worker_processes = max(cores, processes needed for the subscriber count) as Debian's own
+ * `worker_processes auto` plus what the fd limit requires, `reuseport` so that connections spread
+ * evenly over the workers (none runs out of descriptors), nchan_message_buffer_length only when
+ * asked (the reconnect scenario: Nchan keeps 10 messages per channel by default), and
+ * `access_log off` (the hub is run with --log-level warn: neither logs each request). Pings
+ * (`nchan_eventsource_ping_interval`, off by default) are enabled only when a heartbeat is asked
+ * for, as a comment line like the hub's heartbeat.
+ * @param {{ procs?: number, heartbeat?: number, bufferLength?: number, channel?: string }} [o]
+ * @returns {Promise<Target>}
+ */
+export async function startNchan({ procs = 1, heartbeat = 0, bufferLength, channel = 'bench' } = {}) {
+  const version = nchanInstalled();
+  if (!version) throw new Error('nginx with the Nchan module is not installed (bench/install-nchan.sh installs it)');
+  const mod = /** @type {string} */ (NCHAN_MODULES.find((m) => existsSync(m)));
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'qs-nchan-'));
+  for (const d of ['logs', 'tmp']) mkdirSync(path.join(dir, d));
+  const port = await freePort();
+  const workers = Math.max(os.availableParallelism(), procs);
+  const pings = heartbeat > 0 ? `\n      nchan_eventsource_ping_interval ${Math.max(1, Math.round(heartbeat / 1000))};\n      nchan_eventsource_ping_event "";\n      nchan_eventsource_ping_comment "hb";` : '';
+  const buffer = bufferLength ? `\n      nchan_message_buffer_length ${bufferLength};` : '';
+  const conf = `# generated by bench/targets.mjs (startNchan)
+load_module ${mod};
+daemon off;
+worker_processes ${workers};
+worker_rlimit_nofile 20000;
+pid ${dir}/nginx.pid;
+error_log ${dir}/logs/error.log warn;
+events {
+  worker_connections 19500;
+}
+http {
+  access_log off;
+  client_body_temp_path ${dir}/tmp/body;
+  proxy_temp_path ${dir}/tmp/proxy;
+  fastcgi_temp_path ${dir}/tmp/fastcgi;
+  uwsgi_temp_path ${dir}/tmp/uwsgi;
+  scgi_temp_path ${dir}/tmp/scgi;
+  server {
+    listen 127.0.0.1:${port} reuseport backlog=4096;
+    location = /healthz {
+      return 200 "ok";
+    }
+    location = /pub {
+      nchan_publisher;
+      nchan_channel_id $arg_id;${buffer}
+    }
+    location = /sub {
+      nchan_subscriber eventsource;
+      nchan_channel_id $arg_id;${pings}
+    }
+  }
+}
+`;
+  writeFileSync(path.join(dir, 'nginx.conf'), conf);
+  const proc = spawnTracked('nginx', ['-p', dir, '-c', path.join(dir, 'nginx.conf'), '-e', path.join(dir, 'logs', 'error.log')], { cwd: dir });
+  try {
+    await waitHttp(port, { path: '/healthz', timeout: 15000, alive: proc.alive });
+  } catch (err) {
+    await stopChild(proc.child, 1000);
+    let log = '';
+    try {
+      log = readFileSync(path.join(dir, 'logs', 'error.log'), 'utf8').split('\n').slice(-5).join('\n');
+    } catch {
+      // no log
+    }
+    rmSync(dir, { recursive: true, force: true });
+    throw new Error(`nginx (nchan) did not start: ${/** @type {Error} */ (err).message}\n${proc.tail.slice(-5).join('\n')}\n${log}`);
+  }
+  await sleep(300);
+  const root = /** @type {number} */ (proc.child.pid);
+  return {
+    name: 'nchan',
+    label: `Nchan (${version}, ${workers} nginx workers${bufferLength ? `, message buffer ${bufferLength}` : ''})`,
+    topology: workers > 1 ? 'cluster' : 'single',
+    procs: workers,
+    subEndpoints: [ep(port)],
+    pubEndpoints: [ep(port)],
+    pubFormat: 'nchan',
+    pubExtra: { channel, pubPath: '/pub' },
+    // Nchan's ids are its own ("<time>:<tag>"): reconnects send back the last id received.
+    keepIds: true,
+    subscribePath: () => `/sub?id=${channel}`,
+    pids: () => processTree(root),
+    stop: async () => {
+      // SIGTERM is nginx's fast shutdown; the master reaps its workers.
+      await stopChild(proc.child, 3000);
       rmSync(dir, { recursive: true, force: true });
     },
     notes: [],
