@@ -128,4 +128,33 @@ describeBrowser('examples/books-api', () => {
       await Promise.all([a.close(), b.close()]);
     }
   });
+
+  it('the form shows the API\'s 422 for a year typed as "abcd", saves nothing, and keeps what was typed', async () => {
+    const page = await browser.newPage();
+    try {
+      await page.goto(base);
+      await live(page);
+      const before = ((await (await fetch(`${base}/books`)).json()) as { totalItems: number }).totalItems;
+      await page.fill('input[name="title"]', 'Year Zero');
+      await page.fill('input[name="author"]', 'Someone');
+      await page.fill('input[name="year"]', 'abcd');
+      const [res] = await Promise.all([
+        page.waitForResponse((r) => r.request().method() === 'POST' && new URL(r.url()).pathname === '/books'),
+        page.click('.new-book button'),
+      ]);
+      expect(res.status()).toBe(422);
+      await page.waitForSelector('#error:not([hidden])', { timeout: 5000 });
+      expect(await page.textContent('#error')).toBe('POST /books: 422 "year" must be an integer or null');
+      expect(((await (await fetch(`${base}/books`)).json()) as { totalItems: number }).totalItems).toBe(before);
+      expect(await page.inputValue('input[name="year"]')).toBe('abcd');
+      // Corrected, it is saved, and the error goes away.
+      await page.fill('input[name="year"]', '2001');
+      await page.click('.new-book button');
+      await page.waitForSelector('#books tr:has-text("Year Zero")', { timeout: 5000 });
+      expect(await page.isHidden('#error')).toBe(true);
+      expect(await page.locator('#books tr:has-text("Year Zero") td').nth(2).textContent()).toBe('2001');
+    } finally {
+      await page.close();
+    }
+  });
 });

@@ -80,6 +80,10 @@ describeBrowser('examples/private-notifications', () => {
       await bob.page.fill('input[name="text"]', 'Lunch?');
       await bob.page.click('#send button');
       await alice.page.waitForSelector('#notifications li:has-text("Lunch?")', { timeout: 5000 });
+      // The sender, whose page shows nothing of a notification private to alice, is told it went.
+      await bob.page.waitForSelector('#sent[data-state="ok"]', { timeout: 5000 });
+      expect(await bob.page.textContent('#sent')).toMatch(/^Sent to alice at /);
+      expect(await bob.page.inputValue('input[name="text"]')).toBe('');
       expect(await alice.page.locator('#notifications li').first().locator('.head').textContent()).toMatch(/^from bob · /);
       await sleep(500);
       expect(await texts(bob.page)).toEqual(['Bob, your table is ready']);

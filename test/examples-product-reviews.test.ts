@@ -121,6 +121,32 @@ describeBrowser('examples/product-reviews', () => {
     }
   });
 
+  it('the home page draws each product with its own gradient (SVG ids are unique in the document)', async () => {
+    const page = await browser.newPage();
+    try {
+      await page.goto(base);
+      const arts = await page.evaluate(() => {
+        const ids = [...document.querySelectorAll('[id]')].map((e) => e.id);
+        return {
+          duplicates: ids.filter((id, i) => ids.indexOf(id) !== i),
+          // For each picture: whether the gradient its disc is filled with is its own, and its colour.
+          pictures: [...document.querySelectorAll('svg.art')].map((svg) => {
+            const ref = /url\(#([^)]+)\)/.exec(svg.querySelector('circle')?.getAttribute('fill') ?? '')?.[1] ?? '';
+            const gradient = document.getElementById(ref);
+            return { own: gradient !== null && gradient.closest('svg') === svg, stop: gradient?.querySelector('stop:last-child')?.getAttribute('stop-color') };
+          }),
+        };
+      });
+      expect(arts.duplicates).toEqual([]);
+      expect(arts.pictures).toEqual([
+        { own: true, stop: 'hsl(205 55% 45%)' },
+        { own: true, stop: 'hsl(32 55% 45%)' },
+      ]);
+    } finally {
+      await page.close();
+    }
+  });
+
   /** docs/images/reviews.png: browser A (after its redirect) and browser B (live update) side by side. */
   async function sideBySide(shotA: Buffer, shotB: Buffer): Promise<void> {
     const page = await browser.newPage({ viewport: { width: 1848, height: 700 } });

@@ -15,9 +15,10 @@ import { mercure } from 'quicksilver/express';
 import { Publisher } from 'quicksilver/publisher';
 import { autoPublish } from 'quicksilver/resource';
 import { createPublisherToken, createTokenProvider } from 'quicksilver/token';
+import { choosePort } from '../port.mjs';
 
 const HOST = process.env.HOST ?? '127.0.0.1';
-const PORT = Number(process.env.PORT ?? 3010);
+const PORT = await choosePort({ name: 'books-api', host: HOST, explicit: process.env.PORT, fallback: 3010 });
 const KEY = process.env.MERCURE_JWT_SECRET ?? '!ChangeThisMercureHubJWTSecretKey!';
 const HUB_PATH = '/.well-known/mercure';
 const here = dirname(fileURLToPath(import.meta.url));

@@ -18,10 +18,11 @@ import { clearAuthorizationCookie, setAuthorizationCookie } from 'quicksilver/di
 import { mercure } from 'quicksilver/express';
 import { Publisher } from 'quicksilver/publisher';
 import { createPublisherToken, createSubscriberToken, createTokenProvider } from 'quicksilver/token';
+import { choosePort } from '../port.mjs';
 
 const HOST = process.env.HOST ?? '127.0.0.1';
-const PORT = Number(process.env.PORT ?? 3020);
-const HUB_PORT = Number(process.env.HUB_PORT ?? PORT + 1);
+const PORT = await choosePort({ name: 'private-notifications', host: HOST, explicit: process.env.PORT, fallback: 3020 });
+const HUB_PORT = await choosePort({ name: 'private-notifications (hub)', host: HOST, explicit: process.env.HUB_PORT, fallback: PORT + 1, variable: 'HUB_PORT' });
 const PUBLISHER_KEY = process.env.MERCURE_PUBLISHER_JWT_KEY ?? '!ChangeThisMercureHubJWTSecretKey!';
 const SUBSCRIBER_KEY = process.env.MERCURE_SUBSCRIBER_JWT_KEY ?? '!ChangeThisSubscriberJWTSecretKey!';
 const here = dirname(fileURLToPath(import.meta.url));
@@ -100,19 +101,20 @@ app.get('/', mercureAuth, (req, res) => {
   const user = sessionUser(req);
   res.type('html');
   if (!user) {
-    return res.send(`<!doctype html><meta charset="utf-8"><title>Log in</title><link rel="stylesheet" href="/style.css">
+    return res.send(`<!doctype html><meta charset="utf-8"><title>Log in</title><link rel="stylesheet" href="/style.css"><link rel="icon" href="data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 16 16'%3E%3Ccircle cx='8' cy='8' r='7' fill='%238a94a8'/%3E%3C/svg%3E">
 <main class="login"><h1>Private notifications</h1><p>Log in as:</p><p>${USERS.map((u) => `<a class="button" href="/login?user=${u}">${u}</a>`).join(' ')}</p>
 <p class="muted">Use another browser (or a private window) for a second user.</p></main>`);
   }
   const config = { user, hubUrl: res.locals.mercure.absoluteHubUrl, topic: ALL_TOPICS, users: USERS };
   res.send(`<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${esc(user)}'s notifications</title>
-<link rel="stylesheet" href="/style.css"><script type="application/json" id="config">${JSON.stringify(config).replace(/</g, '\\u003c')}</script>
+<link rel="stylesheet" href="/style.css"><link rel="icon" href="data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 16 16'%3E%3Ccircle cx='8' cy='8' r='7' fill='%238a94a8'/%3E%3C/svg%3E"><script type="application/json" id="config">${JSON.stringify(config).replace(/</g, '\\u003c')}</script>
 <script type="module" src="/app.mjs"></script></head>
 <body><header class="topbar"><strong>Notifications</strong><span class="who">signed in as <b id="user">${esc(user)}</b> · <a href="/logout">log out</a></span>
 <span id="status" class="status" data-state="connecting">connecting…</span></header>
 <main>
   <form id="send" class="send"><label>To <select name="to">${USERS.map((u) => `<option${u === USERS.find((x) => x !== user) ? ' selected' : ''}>${u}</option>`).join('')}</select></label>
-    <input name="text" placeholder="Say something private" required maxlength="200"><button>Send</button></form>
+    <input name="text" placeholder="Say something private" required maxlength="200"><button>Send</button>
+    <span id="sent" class="sent" role="status" aria-live="polite"></span></form>
   <p class="explain">This page subscribes to <code>${esc(ALL_TOPICS)}</code>: every user's topic. The hub still
     delivers only the private updates the <code>mercureAuthorization</code> cookie grants: <code>${esc(topicOf(user))}</code>.</p>
   <ul id="notifications"></ul><p id="none" class="muted">Nothing yet.</p>

@@ -2,7 +2,7 @@
 // open on that product, and the quick stats (count, average, distribution) update, through Turbo
 // Streams pushed by Quicksilver. The submitter gets the usual 303 redirect back to the page.
 //
-//   npm run example:product-reviews        # then open http://localhost:3000/ in two windows
+//   npm run example:product-reviews        # then open http://localhost:3030/ in two windows
 //
 // One Fastify app serves the pages and mounts the hub (quicksilver/fastify); the page holds a
 // <turbo-stream-source> (quicksilver/turbo) and Turbo (served from node_modules, no CDN).
@@ -16,9 +16,11 @@ import { mercure, mercureHub } from 'quicksilver/fastify';
 import { Publisher } from 'quicksilver/publisher';
 import { createPublisherToken, createTokenProvider } from 'quicksilver/token';
 import { escapeHtml, publishTurboStream, turboStream, turboStreamSource } from 'quicksilver/turbo';
+import { choosePort } from '../port.mjs';
 
 const HOST = process.env.HOST ?? '127.0.0.1';
-const PORT = Number(process.env.PORT ?? 3000);
+// 3030, not 3000: that is where `npm start` runs its development hub.
+const PORT = await choosePort({ name: 'product-reviews', host: HOST, explicit: process.env.PORT, fallback: 3030 });
 const KEY = process.env.MERCURE_JWT_SECRET ?? '!ChangeThisMercureHubJWTSecretKey!';
 const HUB_PATH = '/.well-known/mercure';
 const here = dirname(fileURLToPath(import.meta.url));
@@ -50,6 +52,8 @@ const products = new Map([
 ]);
 let nextReviewId = 3;
 
+const FAVICON = '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><circle cx="8" cy="8" r="7" fill="hsl(205 55% 45%)"/></svg>';
+
 /** The Mercure topic of a product: every page of the product listens to it. */
 const topicOf = (product) => `https://example.com/products/${product.slug}`;
 
@@ -74,14 +78,17 @@ const reviewItem = (review, isNew = false) => `<li id="review_${review.id}" clas
   <div class="review-head">${stars(review.rating)}<strong>${escapeHtml(review.author)}</strong><time>${escapeHtml(review.at)}</time></div>
   <p>${escapeHtml(review.text)}</p></li>`;
 
-const art = (hue) => `<svg viewBox="0 0 200 200" class="art" aria-hidden="true">
-  <defs><radialGradient id="g" cx="35%" cy="30%"><stop offset="0" stop-color="hsl(${hue} 90% 92%)"/><stop offset="1" stop-color="hsl(${hue} 55% 45%)"/></radialGradient></defs>
-  <circle cx="100" cy="100" r="78" fill="url(#g)"/><circle cx="100" cy="100" r="58" fill="none" stroke="hsl(${hue} 40% 25% / .35)" stroke-width="3" stroke-dasharray="2 9"/>
+// Ids are document-wide, and the home page draws every product: each gradient has its own id, or
+// every picture would be painted with the first one's colour.
+const art = (hue, key) => `<svg viewBox="0 0 200 200" class="art" aria-hidden="true">
+  <defs><radialGradient id="glow-${key}" cx="35%" cy="30%"><stop offset="0" stop-color="hsl(${hue} 90% 92%)"/><stop offset="1" stop-color="hsl(${hue} 55% 45%)"/></radialGradient></defs>
+  <circle cx="100" cy="100" r="78" fill="url(#glow-${key})"/><circle cx="100" cy="100" r="58" fill="none" stroke="hsl(${hue} 40% 25% / .35)" stroke-width="3" stroke-dasharray="2 9"/>
   <path d="M100 100 L138 70" stroke="hsl(${hue} 50% 18%)" stroke-width="5" stroke-linecap="round"/><circle cx="100" cy="100" r="8" fill="hsl(${hue} 50% 18%)"/></svg>`;
 
 function layout(title, body) {
   return `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>${escapeHtml(title)} · Quicksilver Store</title><link rel="stylesheet" href="/assets/style.css">
+<link rel="icon" href="/assets/favicon.svg" type="image/svg+xml">
 <script type="module" src="/assets/turbo.js"></script></head>
 <body><header class="topbar"><a href="/" class="brand">☿ Quicksilver Store</a><span class="hint">live reviews · Turbo Streams over Mercure</span></header>${body}</body></html>`;
 }
@@ -93,7 +100,7 @@ function productPage(product, form = {}) {
 ${turboStreamSource(HUB_PATH, [topicOf(product)])}
 <main class="product">
   <section class="card">
-    ${art(product.hue)}
+    ${art(product.hue, product.slug)}
     <h1>${escapeHtml(product.name)}</h1>
     <p class="price">${escapeHtml(product.price)}</p>
     <p class="tagline">${escapeHtml(product.tagline)}</p>
@@ -115,7 +122,7 @@ ${turboStreamSource(HUB_PATH, [topicOf(product)])}
 }
 
 function homePage() {
-  const items = [...products.values()].map((p) => `<li><a href="/products/${p.slug}">${art(p.hue)}<span>${escapeHtml(p.name)}</span><small>${p.reviews.length} reviews</small></a></li>`).join('');
+  const items = [...products.values()].map((p) => `<li><a href="/products/${p.slug}">${art(p.hue, p.slug)}<span>${escapeHtml(p.name)}</span><small>${p.reviews.length} reviews</small></a></li>`).join('');
   return layout('Products', `<main class="home"><h1>Products</h1><ul class="catalogue">${items}</ul>
 <p class="tagline">Open a product in two windows, post a review in one, watch the other.</p></main>`);
 }
@@ -145,6 +152,7 @@ const publisher = new Publisher({
 
 app.get('/', async (_req, reply) => reply.type('text/html; charset=utf-8').send(homePage()));
 app.get('/assets/turbo.js', async (_req, reply) => reply.type('text/javascript; charset=utf-8').send(await readFile(turboFile)));
+app.get('/assets/favicon.svg', async (_req, reply) => reply.type('image/svg+xml').send(FAVICON));
 app.get('/assets/style.css', async (_req, reply) => reply.type('text/css; charset=utf-8').send(await readFile(join(here, 'public/style.css'))));
 
 app.get('/products/:slug', async (req, reply) => {

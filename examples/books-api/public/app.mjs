@@ -40,21 +40,38 @@ function row(book) {
   return tr;
 }
 
+/** Calls the API; shows its error (the 422's message, say) under the form. Returns whether it worked. */
 async function api(method, url, body) {
-  const res = await fetch(url, {
-    method,
-    headers: body ? { 'Content-Type': 'application/json' } : {},
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  if (!res.ok && res.status !== 204) alert((await res.json()).error ?? res.statusText);
+  const error = document.getElementById('error');
+  let res;
+  try {
+    res = await fetch(url, {
+      method,
+      headers: body ? { 'Content-Type': 'application/json' } : {},
+      body: body ? JSON.stringify(body) : undefined,
+    });
+  } catch (err) {
+    res = { ok: false, status: 0, statusText: String(err), json: async () => ({}) };
+  }
+  if (res.ok) {
+    error.hidden = true;
+    return true;
+  }
+  const detail = await res.json().catch(() => ({}));
+  error.textContent = `${method} ${url}: ${res.status ? `${res.status} ` : ''}${detail.error ?? res.statusText}`;
+  error.hidden = false;
+  return false;
 }
 
 document.getElementById('new-book').onsubmit = async (event) => {
   event.preventDefault();
   const form = event.target;
   const year = form.year.value.trim();
-  await api('POST', '/books', { title: form.title.value, author: form.author.value, year: year === '' ? null : Number(year) });
-  form.reset();
+  // Not Number(year): Number('abcd') is NaN, which JSON turns into null, and the book would be
+  // saved without a year. The API validates what was typed, and answers 422 for "abcd".
+  const body = { title: form.title.value, author: form.author.value, year: year === '' ? null : /^-?\d+$/.test(year) ? Number(year) : year };
+  // The form keeps what was typed when the API refuses it.
+  if (await api('POST', '/books', body)) form.reset();
 };
 
 // 1. The collection, and where its updates are published.

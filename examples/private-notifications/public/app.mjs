@@ -30,13 +30,28 @@ source.onmessage = (event) => {
   document.getElementById('none').hidden = true;
 };
 
+// The sender sees nothing arrive on their own page (the notification is private to the
+// recipient): the form says whether the app accepted it.
+const sent = document.getElementById('sent');
 document.getElementById('send').onsubmit = async (event) => {
   event.preventDefault();
   const form = event.target;
-  await fetch('/notify', {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify({ to: form.to.value, text: form.text.value }),
-  });
-  form.text.value = '';
+  const to = form.to.value;
+  sent.dataset.state = 'sending';
+  sent.textContent = 'sending…';
+  try {
+    const res = await fetch('/notify', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ to, text: form.text.value }),
+    });
+    const body = await res.json().catch(() => ({}));
+    if (!res.ok) throw new Error(body.error ?? `${res.status} ${res.statusText}`);
+    sent.dataset.state = 'ok';
+    sent.textContent = `Sent to ${to} at ${new Date(body.at).toLocaleTimeString()}`;
+    form.text.value = '';
+  } catch (err) {
+    sent.dataset.state = 'error';
+    sent.textContent = `Not sent: ${err.message}`;
+  }
 };
