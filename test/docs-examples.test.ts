@@ -14,7 +14,9 @@
  *                    runnable block of the same file runs meanwhile, then the background block's
  *                    expectations are checked and it is stopped.
  *   ready="text"     with background: the next block starts once the output shows the text (an
- *                    app that prints its URL), instead of after a head start of 1.5 s.
+ *                    app that prints its URL). Without it, a background block that names ports
+ *                    (an app on 3010) is up once they accept connections; one that names none
+ *                    (a subscriber) gets a head start of 1.5 s.
  *   exit="28"        the exit code the block ends with, when it is not 0 (a `curl -m 1` on a stream).
  *   in="clone"       runs in this repository, as a reader of a fresh clone who ran `npm install`
  *                    (`node dist/cli.js …`). Default: a scratch project in which `npm install
@@ -39,7 +41,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, chmodSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -174,7 +176,7 @@ const PORT = /(?<=:\s?|\()(30\d\d)(?!\d)/g;
  * `localhost:3000` → the hub; every other 30xx port → a free port, one per number and file. The
  * same in the block's expected output.
  */
-async function rewritePorts(block: Block): Promise<{ code: string; expects: Array<string | RegExp>; env: Record<string, string> }> {
+async function rewritePorts(block: Block): Promise<{ code: string; expects: Array<string | RegExp>; env: Record<string, string>; listens: number[] }> {
   let ports = portsByFile.get(block.file);
   if (!ports) portsByFile.set(block.file, (ports = new Map()));
   const texts = [block.code, ...block.expects.filter((e): e is string => typeof e === 'string'), ...Object.values(block.env).map((v) => `:${v}`)];
@@ -185,7 +187,8 @@ async function rewritePorts(block: Block): Promise<{ code: string; expects: Arra
   }
   const map = (text: string): string => text.replace(PORT, (port: string) => String(port === '3000' ? hubPort : ports.get(port)));
   const env = Object.fromEntries(Object.entries(block.env).map(([k, v]) => [k, /^30\d\d$/.test(v) ? map(`:${v}`).slice(1) : v]));
-  return { code: map(block.code), expects: block.expects.map((e) => (typeof e === 'string' ? map(e) : e)), env };
+  const listens = [...new Set([...texts.join(' ').matchAll(PORT)].map((m) => m[1]!).filter((p) => p !== '3000'))].map((p) => ports.get(p)!);
+  return { code: map(block.code), expects: block.expects.map((e) => (typeof e === 'string' ? map(e) : e)), env, listens };
 }
 
 beforeAll(async () => {
@@ -227,12 +230,14 @@ interface Run {
   output: () => string;
   exit: Promise<number | null>;
   expects: Array<string | RegExp>;
+  /** The (rewritten) ports other than the hub's that the block names: a background app listens there. */
+  listens: number[];
 }
 
 let runCount = 0;
 
 async function start(block: Block): Promise<Run> {
-  const { code, expects, env } = await rewritePorts(block);
+  const { code, expects, env, listens } = await rewritePorts(block);
   const dir = block.inClone ? ROOT : project;
   const work = join(scratch, `block-${++runCount}`);
   mkdirSync(work);
@@ -269,7 +274,7 @@ async function start(block: Block): Promise<Run> {
   child.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
   child.stderr!.on('data', (d: Buffer) => { out += d.toString(); });
   const exit = new Promise<number | null>((ok) => child.once('exit', (code) => ok(code)));
-  return { block, child, output: () => out, exit, expects };
+  return { block, child, output: () => out, exit, expects, listens };
 }
 
 function stopGroup(run: Run): Promise<void> {
@@ -311,9 +316,18 @@ function checkExpectations(run: Run, code: number | null | 'running'): void {
   }
 }
 
+function accepts(port: number): Promise<boolean> {
+  const attempt = (host: string): Promise<boolean> => new Promise((ok) => {
+    const socket = connect({ port, host });
+    socket.once('connect', () => { socket.destroy(); ok(true); });
+    socket.once('error', () => ok(false));
+  });
+  return attempt('127.0.0.1').then((v) => v || attempt('::1'));
+}
+
 /** A background block gets this long to be up, as a reader switching terminals would give it. */
 const BACKGROUND_HEAD_START_MS = 1_500;
-const BLOCK_TIMEOUT_MS = 60_000;
+const BLOCK_TIMEOUT_MS = 120_000;
 
 async function runGroup(group: Block[]): Promise<void> {
   const background: Run[] = [];
@@ -321,7 +335,13 @@ async function runGroup(group: Block[]): Promise<void> {
     for (const block of group.slice(0, -1)) {
       const run = await start(block);
       background.push(run);
-      if (block.ready === undefined) await new Promise((r) => setTimeout(r, BACKGROUND_HEAD_START_MS));
+      if (block.ready === undefined && run.listens.length > 0) {
+        // An app: up once the ports it names accept connections (a loaded machine may take a while).
+        const deadline = Date.now() + BLOCK_TIMEOUT_MS;
+        for (const port of run.listens) {
+          while (!(await accepts(port)) && run.child.exitCode === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+        }
+      } else if (block.ready === undefined) await new Promise((r) => setTimeout(r, BACKGROUND_HEAD_START_MS));
       else {
         const deadline = Date.now() + BLOCK_TIMEOUT_MS;
         while (!run.output().includes(block.ready) && run.child.exitCode === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
