@@ -1,10 +1,10 @@
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import http2 from 'node:http2';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import express from 'express';
 import Fastify from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -262,25 +262,36 @@ describe('the quicksilver CLI', () => {
   });
 
   it('starts from legacy environment variables and exits cleanly on SIGTERM', async () => {
-    const child = spawn(process.execPath, ['dist/cli.js'], {
+    // Its own directory: the default store (./.quicksilver/hub.lmdb) has one owning hub, and the
+    // checkout's may belong to a developer's running hub.
+    const cwd = mkdtempSync(join(tmpdir(), 'qs-legacy-env-'));
+    const child = spawn(process.execPath, [resolve('dist/cli.js')], {
+      cwd,
       env: { PATH: process.env.PATH, JWT_KEY: KEY, ADDR: '127.0.0.1:0', ALLOW_ANONYMOUS: '1', LOG_FORMAT: 'json' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
+    const exited = new Promise<number | null>((r) => child.on('exit', r));
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     child.stderr.on('data', (d: Buffer) => (out += d.toString()));
-    await untilText(() => out, 'Quicksilver hub ready', 10_000);
-    const url = /"url":"([^"]+)"/.exec(out)![1]!;
-    const s = await SseClient.connect(`${url}/.well-known/mercure?topic=cli`);
-    const token = await legacyToken({ publish: ['*'] });
-    expect((await publish(`${url}/.well-known/mercure`, { topic: 'cli', data: 'hi' }, token)).status).toBe(200);
-    await s.waitForEvents(1);
-    child.kill('SIGTERM');
-    const code = await new Promise<number | null>((r) => child.on('exit', r));
-    expect(code).toBe(0);
-    await s.until(() => s.closed);
-    expect(s.raw).toMatch(/retry: \d+/);
-  });
+    try {
+      await untilText(() => out, 'Quicksilver hub ready', 15_000);
+      const url = /"url":"([^"]+)"/.exec(out)![1]!;
+      const s = await SseClient.connect(`${url}/.well-known/mercure?topic=cli`);
+      const token = await legacyToken({ publish: ['*'] });
+      expect((await publish(`${url}/.well-known/mercure`, { topic: 'cli', data: 'hi' }, token)).status).toBe(200);
+      await s.waitForEvents(1);
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+      await s.until(() => s.closed);
+      expect(s.raw).toMatch(/retry: \d+/);
+    } finally {
+      // A failed assertion must not leave the hub running (it would hold its store and port).
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited;
+      rmSync(cwd, { recursive: true, force: true });
+    }
+  }, 30_000);
 });
 
 function spawnSyncCli(args: string[], env: Record<string, string>): { status: number | null; stderr: string } {
