@@ -154,7 +154,8 @@ describe('lmdb transport', () => {
   });
 
   it('resolves a reused id to its earliest occurrence still in history', async () => {
-    const t = await make({ size: 4 });
+    // Reused ids are stored again only without deduplication (test/publish-dedupe.test.ts).
+    const t = await make({ size: 4, dedupeWindow: 0 });
     await t.dispatch(u('dup'));
     await t.dispatch(u('x1'));
     await t.dispatch(u('dup'));

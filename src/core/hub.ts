@@ -16,7 +16,7 @@ import { serializeUpdate } from './sse.js';
 import type { DisconnectReason, Subscriber, SubscriberOwner } from './subscriber.js';
 import { subscriptionEventData, subscriptionTopic } from './subscription.js';
 import { TopicIndex } from './topic-index.js';
-import type { SubscriptionRecord, Transport } from './transport.js';
+import { TransportUnavailableError, type SubscriptionRecord, type Transport } from './transport.js';
 import { createUpdate, idProblem, typeProblem, type StoredUpdate, type Update } from './update.js';
 import { uuidv7 } from '../util/uuid.js';
 
@@ -104,7 +104,10 @@ export class Hub implements SubscriberOwner {
     return this.options.subscriptions;
   }
 
-  /** Builds, stores and fans out an update; resolves once the transport acknowledged it. */
+  /**
+   * Builds, stores and fans out an update; resolves once the transport acknowledged it, or found
+   * the id already stored within its dedupe window (then nothing is stored or delivered again).
+   */
   async publish(input: PublishInput): Promise<Update> {
     // The programmatic API is held to what HTTP publishers are: an id or type with a line break
     // would inject fields into every subscriber's stream.
@@ -120,12 +123,17 @@ export class Hub implements SubscriberOwner {
     });
     const t0 = performance.now();
     if (this.inFlight.size < 10_000) this.inFlight.set(update.id, t0);
+    let result;
     try {
-      await this.transport.dispatch(update);
+      result = await this.transport.dispatch(update);
     } catch (err) {
       this.inFlight.delete(update.id);
+      // The id the hub generated is the publisher's only handle for a safe retry (see http/publish.ts).
+      if (err instanceof TransportUnavailableError) err.updateId ??= update.id;
       throw err;
     }
+    // A duplicate within the dedupe window is acknowledged like the original and never delivered.
+    if (result === 'duplicate') this.inFlight.delete(update.id);
     this.metrics.publishSeconds.observe((performance.now() - t0) / 1000);
     return update;
   }

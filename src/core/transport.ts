@@ -28,6 +28,9 @@ export interface Transport {
   /** Short name for logs and metrics (`memory`, `lmdb`, `redis`…). */
   readonly name: string;
 
+  /** How long (ms) a stored id makes a dispatch with the same id a duplicate; 0 = never. */
+  readonly dedupeWindow?: number | undefined;
+
   /**
    * Called once by the hub before any other call. `deliver` must then receive every update
    * dispatched hub-wide (including this node's own), once, in strictly increasing `seq` order.
@@ -37,9 +40,16 @@ export interface Transport {
   /**
    * Stores the update (durably, for persistent transports) and fans it out. Resolves only when
    * the update is acknowledged: a publisher that gets a 200 can count on it being replayable.
-   * Rejects with TransportUnavailableError when the backend cannot take it.
+   * Rejects with TransportUnavailableError when the backend cannot take it; a rejected dispatch
+   * must never be applied later (nothing it queued may still reach the backend afterwards).
+   *
+   * Idempotency: when an update with the same id was stored within the transport's dedupe
+   * window (and is still remembered: in history, or JetStream's duplicate window), nothing is
+   * stored or delivered and the dispatch resolves `'duplicate'`. The check and the write are one
+   * atomic step, so concurrent retries store the update once. This is what makes a retry after
+   * an ambiguous failure (the backend got it, the answer was lost) exactly-once.
    */
-  dispatch(update: Update): Promise<void>;
+  dispatch(update: Update): Promise<DispatchResult>;
 
   /**
    * Replays stored updates strictly after the update whose id is `after`, oldest first; the
@@ -69,7 +79,30 @@ export interface Transport {
   close(): Promise<void>;
 }
 
+/** A dispatch resolves `'duplicate'` when the id was stored within the dedupe window, else nothing. */
+export type DispatchResult = void | 'duplicate';
+
+/** Default dedupe window (ms): JetStream's default duplicate window. */
+export const DEFAULT_DEDUPE_WINDOW = 120_000;
+
+/**
+ * What a failed dispatch left behind: `no` when the update was certainly not stored (the backend
+ * was known to be unreachable before anything was sent, or the write was rolled back), `unknown`
+ * when it may have been (sent, answer lost): a retry with the same id is then exactly-once.
+ */
+export type StoredOutcome = 'no' | 'unknown';
+
 /** The backend is down or unreachable: publishing answers 503, subscribers stay connected. */
 export class TransportUnavailableError extends Error {
   override readonly name = 'TransportUnavailableError';
+  /** For a failed dispatch: whether the update may have been stored anyway. */
+  readonly stored: StoredOutcome;
+  /** Id of the update the failed publish carried, set by the hub (it may have generated it). */
+  updateId: string | undefined;
+
+  constructor(message: string, options: { cause?: unknown; stored?: StoredOutcome | undefined } = {}) {
+    super(message, options.cause !== undefined ? { cause: options.cause } : undefined);
+    // Claiming "not stored" is a promise to the publisher: only the paths that know say it.
+    this.stored = options.stored ?? 'unknown';
+  }
 }

@@ -7,7 +7,7 @@ import { decodeUtf8, getAll, getFirst, has, parseForm } from './form.js';
 import { BodyTooLargeError, clientIp, header, hubUrl, isHttp2, origin, readBody, send, type Request, type Response } from './http-util.js';
 import { isReservedTopic } from '../core/reserved-topic.js';
 import { hasForbiddenCharacter } from '../core/topic-matcher.js';
-import { TransportUnavailableError } from '../core/transport.js';
+import { TransportUnavailableError, type Transport } from '../core/transport.js';
 import { idProblem, typeProblem } from '../core/update.js';
 
 /** Origin of a cookie-authenticated publish request, from Origin or else Referer. */
@@ -45,6 +45,21 @@ function versionOfToken(req: Request): 7 | 8 {
 function closeIfUnread(req: Request, res: Response): void {
   const hasBody = (header(req, 'content-length') ?? '0') !== '0' || header(req, 'transfer-encoding') !== undefined;
   if (hasBody && !isHttp2(req) && !res.headersSent) res.setHeader('Connection', 'close');
+}
+
+/**
+ * The 503 body: whether the update was certainly not stored, or may have been, in which case the
+ * id to retry with (the hub's own when the publisher sent none) and whether that retry is safe.
+ */
+function unavailableMessage(transport: Transport, err: TransportUnavailableError): string {
+  const head = `Service Unavailable: the ${transport.name} transport`;
+  if (err.stored === 'no') return `${head} cannot store updates right now (${err.message}); the update was not stored: retry later\n`;
+  const id = err.updateId === undefined ? '' : ` (id: ${JSON.stringify(err.updateId)})`;
+  const window = transport.dedupeWindow ?? 0;
+  const retry = window > 0
+    ? `retry with the same id is safe${id}: an id stored within the last ${window / 1000} s is not stored again`
+    : `retrying stores it again unless it was not stored, as deduplication is off (dedupe_window=0)${id}`;
+  return `${head} did not confirm the update (${err.message}); outcome unknown, it may have been stored: ${retry}\n`;
 }
 
 /** POST /.well-known/mercure */
@@ -198,8 +213,8 @@ export async function handlePublish(ctx: HubContext, req: Request, res: Response
   } catch (err) {
     if (err instanceof TransportUnavailableError) {
       ctx.hub.metrics.publishFailures++;
-      ctx.log.error({ err: err.message, transport: ctx.hub.transport.name }, 'publish refused: transport unavailable');
-      send(res, 503, `Service Unavailable: the ${ctx.hub.transport.name} transport cannot store updates right now (${err.message}); retry later\n`, { 'Retry-After': '1' });
+      ctx.log.error({ err: err.message, transport: ctx.hub.transport.name, stored: err.stored, id: err.updateId }, 'publish refused: transport unavailable');
+      send(res, 503, unavailableMessage(ctx.hub.transport, err), { 'Retry-After': '1' });
       return;
     }
     ctx.log.error({ err }, 'publish failed');

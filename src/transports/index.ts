@@ -9,6 +9,7 @@ import { urlDuration } from '../util/duration.js';
 import type { Logger } from '../observability/logger.js';
 import type { Transport } from '../core/transport.js';
 import { MemoryTransport } from './memory.js';
+import { dedupeWindowParam } from './recent-ids.js';
 
 /**
  * Builds the transport named by a URL (`memory://`, `lmdb:///path`, `redis://`, `postgres://`,
@@ -33,7 +34,7 @@ export async function createTransport(url: string, logger: Logger): Promise<Tran
     case 'memory':
     case 'local':
       const maxAge = u.searchParams.get('max_age');
-      return new MemoryTransport({ size: num('size'), maxAge: maxAge ? urlDuration('max_age', maxAge) : undefined });
+      return new MemoryTransport({ size: num('size'), maxAge: maxAge ? urlDuration('max_age', maxAge) : undefined, dedupeWindow: dedupeWindowParam(u) });
     case 'lmdb':
     case 'bolt': {
       const { lmdbTransportFromUrl } = await import('./lmdb.js');

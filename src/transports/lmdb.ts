@@ -1,33 +1,18 @@
 import { createHash } from 'node:crypto';
-import { parseDuration as parseDurationMs } from '../util/duration.js';
 import fs from 'node:fs';
 import os from 'node:os';
 import nodePath from 'node:path';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import type { Logger } from '../observability/logger.js';
-import { TransportUnavailableError, type Transport, type TransportHealth } from '../core/transport.js';
+import { DEFAULT_DEDUPE_WINDOW, TransportUnavailableError, type DispatchResult, type Transport, type TransportHealth } from '../core/transport.js';
 import type { StoredUpdate, Update } from '../core/update.js';
 import { claimStore, StoreInUseError, type StoreClaim } from './store-lock.js';
 
-export { StoreInUseError } from './store-lock.js';
+import { lmdbOptionsFromUrl, type LmdbTransportOptions } from './lmdb-options.js';
 
-export interface LmdbTransportOptions {
-  /**
-   * Where the store lives. A path with an extension (`hub.lmdb`) is a single data file plus a
-   * `<name>-lock` file next to it; a path without one (or an existing directory) is a directory
-   * holding `data.mdb` and `lock.mdb`. Missing parent directories are created.
-   */
-  path: string;
-  /** Most updates kept for replay, oldest dropped first. Default 100 000; 0 = no count limit. */
-  size?: number | undefined;
-  /** Drop updates older than this many ms. Default 7 days; 0 = no age limit. */
-  maxAge?: number | undefined;
-  /**
-   * How often (ms) expired updates are deleted in the background. Default: a tenth of `maxAge`,
-   * between 1 s and 60 s. Count retention runs after writes, whatever this says.
-   */
-  cleanupInterval?: number | undefined;
-}
+export { StoreInUseError } from './store-lock.js';
+export { lmdbOptionsFromUrl, parseDuration, type LmdbTransportOptions } from './lmdb-options.js';
+
 
 export const LMDB_DEFAULT_SIZE = 100_000;
 export const LMDB_DEFAULT_MAX_AGE = 7 * 24 * 3600 * 1000;
@@ -106,6 +91,9 @@ export class LmdbTransport implements Transport {
   private readonly slack: number;
   private readonly maxAge: number;
   private readonly cleanupInterval: number;
+  readonly dedupeWindow: number;
+  /** Dispatches not committed yet, by id: a retry arriving meanwhile waits for the first. */
+  private readonly writing = new Map<string, Pending>();
   private readonly log: Logger;
   private stores: Stores | null = null;
   private openError: string | null = null;
@@ -136,6 +124,7 @@ export class LmdbTransport implements Transport {
     this.size = nonNegative('size', options.size ?? LMDB_DEFAULT_SIZE);
     this.slack = Math.min(TRIM_BATCH, Math.ceil(this.size / 100));
     this.maxAge = nonNegative('maxAge', options.maxAge ?? LMDB_DEFAULT_MAX_AGE);
+    this.dedupeWindow = nonNegative('dedupeWindow', options.dedupeWindow ?? DEFAULT_DEDUPE_WINDOW);
     this.cleanupInterval =
       options.cleanupInterval !== undefined && options.cleanupInterval > 0
         ? options.cleanupInterval
@@ -243,12 +232,18 @@ export class LmdbTransport implements Transport {
     void this.trim();
   }
 
-  dispatch(update: Update): Promise<void> {
+  dispatch(update: Update): Promise<DispatchResult> {
     const s = this.stores;
-    if (!s || this.closed) return Promise.reject(new TransportUnavailableError(this.unavailableReason()));
+    if (!s || this.closed) return Promise.reject(new TransportUnavailableError(this.unavailableReason(), { stored: 'no' }));
+    const now = Date.now();
+    if (this.dedupeWindow > 0) {
+      const first = this.writing.get(update.id);
+      if (first) return first.done.then(() => 'duplicate');
+      if (this.storedSince(s, update.id, now - this.dedupeWindow)) return Promise.resolve('duplicate');
+    }
     const seq = ++this.seq;
     const row: Row = [
-      Date.now(),
+      now,
       update.id,
       [...update.topics],
       update.data,
@@ -264,6 +259,7 @@ export class LmdbTransport implements Transport {
     });
     const entry: Pending = { stored: toStored(seq, row), state: 0, done, resolve, reject };
     this.pending.push(entry);
+    if (this.dedupeWindow > 0) this.writing.set(update.id, entry);
     try {
       // One atomic unit: the update and its index entry are committed together (and with every
       // other dispatch of this event turn, in one transaction).
@@ -298,6 +294,7 @@ export class LmdbTransport implements Transport {
       const entry = this.pending[this.pendingHead]!;
       if (entry.state === 0) break;
       this.pendingHead++;
+      if (this.writing.get(entry.stored.id) === entry) this.writing.delete(entry.stored.id);
       if (entry.state === 1) {
         committed = true;
         this.count++;
@@ -316,7 +313,7 @@ export class LmdbTransport implements Transport {
         if (this.writeError !== reason) this.log.error({ err: entry.error, path: this.path }, 'lmdb transport: write failed');
         this.writeError = reason;
         this.startProbing();
-        entry.reject(new TransportUnavailableError(reason, { cause: entry.error }));
+        entry.reject(new TransportUnavailableError(reason, { cause: entry.error, stored: 'no' }));
       }
     }
     if (this.pendingHead === this.pending.length) {
@@ -418,6 +415,15 @@ export class LmdbTransport implements Transport {
     });
     this.count -= victims.length;
     return victims.length === TRIM_BATCH;
+  }
+
+  /** Whether `id` is in the store with a write time at or after `since` (survives restarts). */
+  private storedSince(s: Stores, id: string, since: number): boolean {
+    for (const seq of s.ids.getValues(idKey(id))) {
+      const row = s.updates.get(seq);
+      if (row && row[1] === id && row[0] >= since) return true;
+    }
+    return false;
   }
 
   async history(after: string, onUpdate: (update: StoredUpdate) => void): Promise<{ found: boolean }> {
@@ -532,67 +538,6 @@ function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-
-/** A duration from the URL: `7d`, `24h`, `30m`, `10s`, `500ms` or plain milliseconds. */
-export function parseDuration(value: string): number {
-  const ms = parseDurationMs(value, 1);
-  if (ms === null) throw new Error(`invalid duration "${value}" (use e.g. 7d, 24h, 30m, 10s, 500ms or milliseconds)`);
-  return ms;
-}
-
-const LMDB_PARAMS = new Set(['size', 'max_age', 'cleanup_interval']);
-/** Reference-hub Bolt parameters accepted (and ignored) on `bolt://` URLs. */
-const BOLT_IGNORED_PARAMS = new Set(['cleanup_frequency', 'bucket_name']);
-
-/**
- * Reads transport options from a URL.
- *
- * The store path is everything after `lmdb://`, i.e. the URL's host followed by its path,
- * percent-decoded:
- * - `lmdb:///var/lib/quicksilver/hub.lmdb` → `/var/lib/quicksilver/hub.lmdb` (absolute, empty host)
- * - `lmdb://./data/hub.lmdb` → `./data/hub.lmdb`, `lmdb://hub.lmdb` → `hub.lmdb` (relative to
- *   the working directory); `lmdb://~/hub.lmdb` → in the home directory
- * - `lmdb:data/hub.lmdb` (no slashes) also reads as a relative path.
- *
- * Query: `size` (count, 0 = no count limit), `max_age` and `cleanup_interval` (durations such as
- * `7d`, `24h`, `30m`, `10s` or milliseconds; `max_age=0` = no age limit).
- *
- * Legacy `bolt://path?size=N` (reference hub) maps to an LMDB store at the same path plus
- * `.lmdb` (the Bolt file itself is not read); `cleanup_frequency` and `bucket_name` are ignored.
- */
-export function lmdbOptionsFromUrl(url: URL): LmdbTransportOptions {
-  const scheme = url.protocol.replace(/:$/, '');
-  if (scheme !== 'lmdb' && scheme !== 'bolt') throw new Error(`not an lmdb transport URL: "${scheme}://"`);
-  let path: string;
-  try {
-    path = decodeURIComponent(url.host + url.pathname);
-  } catch {
-    throw new Error(`${scheme} transport URL: invalid percent-encoding in the path`);
-  }
-  if (process.platform === 'win32' && /^\/[A-Za-z]:[/\\]/.test(path)) path = path.slice(1);
-  if (path === '' || path === '/') throw new Error(`${scheme} transport URL needs a store path, e.g. ${scheme}:///var/lib/quicksilver/hub.lmdb or ${scheme}://./data/hub.lmdb`);
-  if (scheme === 'bolt') path += '.lmdb';
-
-  const options: LmdbTransportOptions = { path };
-  for (const [name, value] of url.searchParams) {
-    if (scheme === 'bolt' && BOLT_IGNORED_PARAMS.has(name)) continue;
-    if (!LMDB_PARAMS.has(name)) throw new Error(`${scheme} transport URL: unknown parameter "${name}" (supported: ${[...LMDB_PARAMS].join(', ')})`);
-    if (name === 'size') {
-      if (!/^\d+$/.test(value)) throw new Error(`${scheme} transport URL: "size" must be a non-negative integer, got "${value}"`);
-      options.size = Number(value);
-    } else {
-      let ms: number;
-      try {
-        ms = parseDuration(value);
-      } catch (err) {
-        throw new Error(`${scheme} transport URL: "${name}": ${errorMessage(err)}`);
-      }
-      if (name === 'max_age') options.maxAge = ms;
-      else options.cleanupInterval = ms;
-    }
-  }
-  return options;
-}
 
 /** Builds the transport for an `lmdb://` (or legacy `bolt://`) URL; see lmdbOptionsFromUrl. */
 export function lmdbTransportFromUrl(url: URL, logger: Logger): LmdbTransport {

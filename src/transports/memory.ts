@@ -1,11 +1,14 @@
 import type { StoredUpdate, Update } from '../core/update.js';
-import type { Transport, TransportHealth } from '../core/transport.js';
+import { DEFAULT_DEDUPE_WINDOW, type DispatchResult, type Transport, type TransportHealth } from '../core/transport.js';
+import { RecentIds } from './recent-ids.js';
 
 export interface MemoryTransportOptions {
   /** Most updates kept for replay; the oldest are dropped first. Default 10 000; 0 keeps none. */
   size?: number | undefined;
   /** Drop updates older than this many ms. Default: no age limit. */
   maxAge?: number | undefined;
+  /** A dispatch whose id was stored this recently (ms) is a duplicate. Default 2 minutes; 0 = off. */
+  dedupeWindow?: number | undefined;
 }
 
 /**
@@ -25,10 +28,13 @@ export class MemoryTransport implements Transport {
   private lastId = 'earliest';
   private deliver: ((u: StoredUpdate) => void) | null = null;
   private closed = false;
+  private readonly recent: RecentIds;
 
   constructor(options: MemoryTransportOptions = {}) {
     this.size = Math.max(0, options.size ?? 10_000);
     this.maxAge = options.maxAge ?? 0;
+    // Independent of history (size 0 keeps none), bounded so a publish storm cannot exhaust memory.
+    this.recent = new RecentIds(Math.max(0, options.dedupeWindow ?? DEFAULT_DEDUPE_WINDOW), Math.max(this.size, 100_000));
     this.ring = new Array(this.size);
     this.times = new Array(this.size).fill(0);
   }
@@ -37,12 +43,18 @@ export class MemoryTransport implements Transport {
     this.deliver = deliver;
   }
 
-  async dispatch(update: Update): Promise<void> {
+  get dedupeWindow(): number {
+    return this.recent.window;
+  }
+
+  async dispatch(update: Update): Promise<DispatchResult> {
     if (this.closed) throw new Error('transport closed');
+    const now = Date.now();
+    if (this.recent.has(update.id, now)) return 'duplicate';
+    this.recent.add(update.id, now);
     const stored: StoredUpdate = Object.freeze({ ...update, seq: ++this.seq });
     this.lastId = update.id;
     if (this.size > 0) {
-      const now = Date.now();
       if (this.count < this.size) {
         const i = (this.head + this.count) % this.size;
         this.ring[i] = stored;

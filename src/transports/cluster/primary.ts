@@ -7,7 +7,7 @@
 import type { Logger } from '../../observability/logger.js';
 import { mergeSnapshots, renderSnapshot, type MetricsSnapshot } from '../../observability/metrics.js';
 import { subscriptionEventData, subscriptionTopic } from '../../core/subscription.js';
-import type { SubscriptionRecord, Transport, TransportHealth } from '../../core/transport.js';
+import { TransportUnavailableError, type DispatchResult, type SubscriptionRecord, type Transport, type TransportHealth } from '../../core/transport.js';
 import { createUpdate, type StoredUpdate, type Update } from '../../core/update.js';
 import { uuidv7 } from '../../util/uuid.js';
 import { Outbox, type IpcPort } from './ipc.js';
@@ -195,13 +195,13 @@ export class ClusterPrimaryRelay {
   }
 
   /** Dispatches to the real transport, counting what is in flight (see waitDelivered). */
-  private dispatch(update: Update): Promise<void> {
+  private dispatch(update: Update): Promise<DispatchResult> {
     this.inFlight++;
     const settle = (): void => {
       this.inFlight--;
       if (this.deliveryWaiters.length > 0) this.checkWaiters();
     };
-    let p: Promise<void>;
+    let p: Promise<DispatchResult>;
     try {
       p = this.transport.dispatch(update);
     } catch (err) {
@@ -282,7 +282,10 @@ export class ClusterPrimaryRelay {
         // A failure usually means the backend just went away: every worker's readiness probe
         // must say so now, not at the next status tick (the status goes out before the error).
         this.pushStatus();
-        if (this.peers.has(peer.key)) peer.out.post({ t: 'err', i, m: errorMessage(err) });
+        if (!this.peers.has(peer.key)) return;
+        // Whether the update is certainly not stored travels with the error (the 503 says it).
+        if (err instanceof TransportUnavailableError && err.stored === 'no') peer.out.post({ t: 'err', i, m: errorMessage(err), s: 'no' });
+        else peer.out.post({ t: 'err', i, m: errorMessage(err) });
       },
     );
   }
@@ -291,12 +294,12 @@ export class ClusterPrimaryRelay {
     const t = this.transport;
     switch (op.t) {
       case 'pub':
-        if (this.closed) return peer.out.post({ t: 'err', i: op.i, m: 'transport closed' });
+        if (this.closed) return peer.out.post({ t: 'err', i: op.i, m: 'transport closed', s: 'no' });
         this.answer(peer, op.i, this.dispatch(updateFromWire(op.u)));
         return;
       case 'hello': {
         peer.live = true;
-        peer.out.post({ t: 'welcome', name: t.name, size: t.historySize(), health: t.health() });
+        peer.out.post({ t: 'welcome', name: t.name, size: t.historySize(), health: t.health(), dw: t.dedupeWindow ?? 0 });
         // A worker (re)started while others hold connections starts from their count.
         const held = new Map<string, number>();
         for (const other of this.peers.values()) {

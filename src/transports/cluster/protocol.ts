@@ -8,8 +8,9 @@
  * channel spends its time on). Ops:
  *
  *   worker → primary                        primary → worker
- *   hello                                   welcome {name, size, health}
- *   pub  {i, u}        dispatch             ok {i, v?} | err {i, m}   (answers, by request id)
+ *   hello                                   welcome {name, size, health, dw}
+ *   pub  {i, u}        dispatch             ok {i, v?} | err {i, m, s?}   (answers, by request id;
+ *                                           v 'duplicate', s 'no' = certainly not stored)
  *   hist {i, a}        history after a      hc {i, u[]}…  then ok {i, v: found}
  *   last {i}           lastEventId          d {u[]}       deliveries, in seq order
  *   add/rm {i, r[]}    presence             st {size, health}   pushed when they change
@@ -25,7 +26,7 @@
  * (`r`), so that protective limits hold for the whole hub (see http/limits.ts).
  */
 import type { MetricsSnapshot } from '../../observability/metrics.js';
-import type { SubscriptionRecord, TransportHealth } from '../../core/transport.js';
+import type { StoredOutcome, SubscriptionRecord, TransportHealth } from '../../core/transport.js';
 import { createUpdate, type StoredUpdate, type Update } from '../../core/update.js';
 
 /** `[seq, id, topics, data, private, type, retry]`; seq is '' in dispatch requests. */
@@ -44,11 +45,11 @@ export type WorkerOp =
   | { t: 'lim'; c?: Array<[string, number]>; r?: Array<[string, number]> };
 
 export type PrimaryOp =
-  | { t: 'welcome'; name: string; size: number; health: TransportHealth }
+  | { t: 'welcome'; name: string; size: number; health: TransportHealth; dw?: number }
   | { t: 'd'; u: Wire[] }
   | { t: 'st'; size: number; health: TransportHealth }
   | { t: 'ok'; i: number; v?: unknown }
-  | { t: 'err'; i: number; m: string }
+  | { t: 'err'; i: number; m: string; s?: StoredOutcome }
   | { t: 'hc'; i: number; u: Wire[] }
   | { t: 'ms'; i: number }
   | { t: 'lim'; c?: Array<[string, number]>; r?: Array<[string, number]> };

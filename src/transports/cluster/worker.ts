@@ -8,6 +8,7 @@ import type { MetricsSnapshot } from '../../observability/metrics.js';
 import {
   TransportUnavailableError,
   type SubscriptionRecord,
+  type DispatchResult,
   type Transport,
   type TransportHealth,
 } from '../../core/transport.js';
@@ -62,6 +63,7 @@ export class ClusterWorkerTransport implements Transport {
   private limitsScheduled = false;
   private out: Outbox | null = null;
   private realName = 'cluster';
+  private window = 0;
   private deliverFn: ((u: StoredUpdate) => void) | null = null;
   private readonly requests = new Map<number, Request>();
   private nextId = 1;
@@ -88,6 +90,11 @@ export class ClusterWorkerTransport implements Transport {
   /** The primary's transport name (`memory`, `lmdb`…), once started. */
   get name(): string {
     return this.realName;
+  }
+
+  /** The primary's transport's window: it is the one that deduplicates. */
+  get dedupeWindow(): number {
+    return this.window;
   }
 
   async start(deliver: (update: StoredUpdate) => void): Promise<void> {
@@ -142,8 +149,9 @@ export class ClusterWorkerTransport implements Transport {
 
   /** Posts a request with id `i` (0 = the hello, answered by `welcome`). */
   private request(op: WorkerOp, i: number, chunk?: (u: Wire[]) => void): Promise<unknown> {
-    if (this.lost) return Promise.reject(new TransportUnavailableError('cluster primary unreachable'));
-    if (this.closed) return Promise.reject(new TransportUnavailableError('transport closed'));
+    // Refused before anything is posted: nothing can be stored.
+    if (this.lost) return Promise.reject(new TransportUnavailableError('cluster primary unreachable', { stored: 'no' }));
+    if (this.closed) return Promise.reject(new TransportUnavailableError('transport closed', { stored: 'no' }));
     if (!this.out) return Promise.reject(new Error('cluster transport not started'));
     const out = this.out;
     return new Promise((resolve, reject) => {
@@ -188,11 +196,12 @@ export class ClusterWorkerTransport implements Transport {
         if (!r) return;
         this.requests.delete(op.i);
         if (op.t === 'ok') r.resolve(op.v);
-        else r.reject(new TransportUnavailableError(op.m));
+        else r.reject(new TransportUnavailableError(op.m, { stored: op.s }));
         return;
       }
       case 'welcome': {
         this.realName = op.name;
+        this.window = op.dw ?? 0;
         this.size = op.size;
         this.primaryHealth = op.health;
         const r = this.requests.get(0);
@@ -229,9 +238,9 @@ export class ClusterWorkerTransport implements Transport {
     }
   }
 
-  dispatch(update: Update): Promise<void> {
+  dispatch(update: Update): Promise<DispatchResult> {
     const i = this.nextId++;
-    return this.request({ t: 'pub', i, u: toWire(update, '') }, i) as Promise<void>;
+    return this.request({ t: 'pub', i, u: toWire(update, '') }, i) as Promise<DispatchResult>;
   }
 
   async history(after: string, onUpdate: (update: StoredUpdate) => void): Promise<{ found: boolean }> {
