@@ -3,10 +3,17 @@
  * instead of hanging (ioredis' resending is off, so it would never answer them), a readiness wait,
  * outage logging once per outage, and the 503 error naming the cause. Both the command connection
  * and the stream reader are one of these.
+ *
+ * A command that times out makes the connection suspect: on a silently dropped link every command
+ * behind it would wait its own timeout. The socket is then reset (RST, not FIN: a graceful close
+ * would still hand the kernel's unsent bytes to Redis once the link heals, and a publish already
+ * answered 503 would be stored after newer ones), the commands in flight fail at once, and the
+ * connection is not ready until ioredis reconnected and its ready check (the probe) passed.
  */
+import type { Socket } from 'node:net';
 import { Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from '../../observability/logger.js';
-import { TransportUnavailableError } from '../../core/transport.js';
+import { TransportUnavailableError, type StoredOutcome } from '../../core/transport.js';
 
 /** Most items one command reads or writes (XRANGE/XREAD/HSCAN counts, HSET/HDEL batches). */
 export const PAGE = 1000;
@@ -15,6 +22,8 @@ export const PAGE = 1000;
 export class Connection {
   readonly client: Redis;
   lastError: string | undefined;
+  /** Why the connection is distrusted since a command timed out; cleared when it is ready again. */
+  suspect: string | undefined;
   private readonly inflight = new Set<(err: Error) => void>();
   private wasReady = false;
   private down = false;
@@ -31,6 +40,7 @@ export class Connection {
     });
     this.client.on('ready', () => {
       this.lastError = undefined;
+      this.suspect = undefined;
       if (this.down) this.logger?.info({ redis: this.address, connection: this.role }, 'Redis connection restored');
       this.down = false;
       this.wasReady = true;
@@ -52,10 +62,13 @@ export class Connection {
   }
 
   get ready(): boolean {
-    return this.client.status === 'ready';
+    return this.client.status === 'ready' && this.suspect === undefined;
   }
 
-  /** Settles with the command, or rejects as soon as the connection is lost (or after `ms`). */
+  /**
+   * Settles with the command, or rejects as soon as the connection is lost (or after `ms`). A
+   * timeout (this one or ioredis' `commandTimeout`) makes the connection suspect (see above).
+   */
   run<T>(command: Promise<T>, ms = 0): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined;
@@ -63,6 +76,7 @@ export class Connection {
         if (timer) clearTimeout(timer);
         this.inflight.delete(fail);
         reject(err);
+        if (err.message === 'Command timed out' || err.message.startsWith('Redis did not answer')) this.distrust(err.message);
       };
       this.inflight.add(fail);
       if (ms > 0) timer = setTimeout(() => fail(new Error(`Redis did not answer within ${ms} ms`)), ms);
@@ -75,6 +89,23 @@ export class Connection {
         (err: unknown) => fail(err instanceof Error ? err : new Error(String(err))),
       );
     });
+  }
+
+  /** Resets the socket and fails what is in flight; ioredis reconnects (see the file comment). */
+  distrust(why: string): void {
+    if (this.suspect !== undefined || this.client.status !== 'ready') return;
+    this.suspect = `not responding (${why})`;
+    this.logger?.warn({ redis: this.address, connection: this.role, reason: why }, 'Redis not responding: resetting the connection');
+    const lost = new Error(`Redis not responding (${why}): connection reset`);
+    for (const fail of [...this.inflight]) fail(lost);
+    this.inflight.clear();
+    const socket = (this.client as unknown as { stream?: Socket }).stream;
+    try {
+      socket?.resetAndDestroy();
+    } catch {
+      // TLS: no TCP handle of its own to reset; destroying it is the best left.
+      socket?.destroy();
+    }
   }
 
   /** Resolves when the connection is ready, after `ms`, or on abort, whichever comes first. */
@@ -96,19 +127,19 @@ export class Connection {
   }
 
   describe(): string {
-    return this.lastError ?? (this.client.status === 'ready' ? 'ready' : `connection ${this.client.status}`);
+    return this.suspect ?? this.lastError ?? (this.client.status === 'ready' ? 'ready' : `connection ${this.client.status}`);
   }
 
   /** The error a publisher or reader gets when this connection cannot serve `what`. */
-  unavailable(what: string, err: unknown): TransportUnavailableError {
+  unavailable(what: string, err: unknown, stored?: StoredOutcome): TransportUnavailableError {
     let reason = err instanceof Error ? err.message : String(err);
+    // ioredis refuses a command it cannot write at once (no offline queue): it never left.
+    if (reason.includes('enableOfflineQueue')) stored = 'no';
     // ioredis' own message for a disconnected client says nothing about why.
-    if (reason.includes("enableOfflineQueue") || reason.startsWith('Connection is closed')) {
+    if (reason.includes('enableOfflineQueue') || reason.startsWith('Connection is closed')) {
       reason = `not connected (${this.lastError ?? this.client.status})`;
     }
-    const e = new TransportUnavailableError(`Redis ${this.address}: ${what}: ${reason}`);
-    (e as { cause?: unknown }).cause = err;
-    return e;
+    return new TransportUnavailableError(`Redis ${this.address}: ${what}: ${reason}`, { cause: err, stored });
   }
 }
 

@@ -40,7 +40,14 @@
 import { randomUUID } from 'node:crypto';
 import type { RedisOptions } from 'ioredis';
 import type { Logger } from '../../observability/logger.js';
-import { TransportUnavailableError, type SubscriptionRecord, type Transport, type TransportHealth } from '../../core/transport.js';
+import {
+  DEFAULT_DEDUPE_WINDOW,
+  TransportUnavailableError,
+  type DispatchResult,
+  type SubscriptionRecord,
+  type Transport,
+  type TransportHealth,
+} from '../../core/transport.js';
 import type { StoredUpdate, Update } from '../../core/update.js';
 import { Connection, PAGE, sleep } from './connection.js';
 import { entryFields, entryUpdateId, parseEntry } from './entry.js';
@@ -68,6 +75,7 @@ export class RedisTransport implements Transport {
   private readonly blockTimeout: number;
   private readonly commandTimeout: number;
   private readonly connectTimeout: number;
+  readonly dedupeWindow: number;
   private readonly logger: Logger | undefined;
   private readonly address: string;
   private readonly cmd: Connection;
@@ -85,7 +93,6 @@ export class RedisTransport implements Transport {
   private loop: Promise<void> | null = null;
   private timer: NodeJS.Timeout | null = null;
   private ticking = false;
-  private stalled: string | undefined;
   private length = 0;
 
   constructor(options: RedisTransportOptions = {}) {
@@ -106,6 +113,7 @@ export class RedisTransport implements Transport {
     const commandTimeout = options.commandTimeout ?? 5000;
     this.commandTimeout = commandTimeout > 0 ? Math.max(commandTimeout, this.waitReplicas > 0 ? this.waitTimeout + 1000 : 0) : 0;
     this.connectTimeout = options.connectTimeout ?? 5000;
+    this.dedupeWindow = Math.max(0, Math.floor(options.dedupeWindow ?? DEFAULT_DEDUPE_WINDOW));
     this.logger = options.logger;
 
     const base: RedisOptions = { ...options.redis };
@@ -210,10 +218,8 @@ export class RedisTransport implements Transport {
       } catch (err) {
         if (this.closed) return;
         const message = err instanceof Error ? err.message : String(err);
-        if (message.startsWith('Redis did not answer') && this.reader.ready) {
-          this.logger?.warn({ redis: this.address }, 'Redis reader stalled: reconnecting');
-          this.reader.client.disconnect(true);
-        } else {
+        // A stalled read already reset its connection (Connection.run): it reconnects by itself.
+        if (!message.startsWith('Redis did not answer')) {
           this.logger?.debug({ redis: this.address, reason: message }, 'Redis read failed, retrying');
         }
         backoff = Math.min(1000, backoff + 100);
@@ -222,21 +228,26 @@ export class RedisTransport implements Transport {
     }
   }
 
-  async dispatch(update: Update): Promise<void> {
-    if (this.closed) throw new TransportUnavailableError('Redis transport closed');
+  async dispatch(update: Update): Promise<DispatchResult> {
+    if (this.closed) throw new TransportUnavailableError('Redis transport closed', { stored: 'no' });
     if (this.lastId === undefined) {
       // Redis was down at start: until the reader knows where it starts, this node could not
       // deliver its own update.
-      throw new TransportUnavailableError(`Redis ${this.address}: not connected yet (${this.reader.describe()})`);
+      throw new TransportUnavailableError(`Redis ${this.address}: not connected yet (${this.reader.describe()})`, { stored: 'no' });
     }
+    // Known down (or suspect) before anything is sent: certainly not stored.
+    if (!this.cmd.ready) throw new TransportUnavailableError(`Redis ${this.address}: cannot store the update: ${this.cmd.describe()}`, { stored: 'no' });
     const fields = entryFields(update);
     let res: [string, number];
     try {
-      res = await this.cmd.run(this.scripts.qsDispatch(this.stream, this.indexKey, this.size, this.slack, update.id, ...fields));
+      res = await this.cmd.run(
+        this.scripts.qsDispatch(this.stream, this.indexKey, this.size, this.slack, update.id, this.dedupeWindow, ...fields),
+      );
     } catch (err) {
       throw this.cmd.unavailable('cannot store the update', err);
     }
     this.length = Number(res[1]);
+    if (res[0] === '') return 'duplicate';
     if (this.waitReplicas > 0) {
       let acked: number;
       try {
@@ -300,7 +311,6 @@ export class RedisTransport implements Transport {
     if (!this.started) return { ready: false, reason: 'transport not started' };
     if (!this.cmd.ready) return { ready: false, reason: `Redis ${this.address} unavailable: ${this.cmd.describe()}` };
     if (!this.reader.ready) return { ready: false, reason: `Redis ${this.address} unavailable (reader): ${this.reader.describe()}` };
-    if (this.stalled) return { ready: false, reason: `Redis ${this.address}: ${this.stalled}` };
     if (this.lastId === undefined) return { ready: false, reason: `Redis ${this.address}: reader not positioned yet` };
     return { ready: true };
   }
@@ -319,16 +329,10 @@ export class RedisTransport implements Transport {
         this.cmd.run(this.cmd.client.xlen(this.stream)),
       ]);
       this.length = length;
-      this.stalled = undefined;
       if ((previous === null && this.presence.size > 0) || this.presence.dirty) await this.presence.resync();
-    } catch (err) {
-      const message = err instanceof Error ? err.message : String(err);
-      if (message === 'Command timed out' && this.cmd.ready) {
-        // Connected but unanswered: a dead connection (or a frozen server). Not ready; reconnect.
-        this.stalled = 'not responding';
-        this.logger?.warn({ redis: this.address }, 'Redis not responding: reconnecting');
-        this.cmd.client.disconnect(true);
-      }
+    } catch {
+      // A timeout made the connection suspect and reset it (Connection.run): not ready until
+      // ioredis reconnected; other failures show in the connection's status.
     } finally {
       this.ticking = false;
     }

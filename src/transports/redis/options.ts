@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import type { RedisOptions } from 'ioredis';
 import type { Logger } from '../../observability/logger.js';
+import { dedupeWindowParam } from '../recent-ids.js';
 
 export interface RedisTransportOptions {
   /** ioredis connection options (host, port, username, password, db, tls…). */
@@ -29,6 +30,8 @@ export interface RedisTransportOptions {
   presenceTtl?: number | undefined;
   /** XREAD BLOCK time, ms. Default 5000. */
   blockTimeout?: number | undefined;
+  /** A dispatch whose id is in the stream from this recently (ms) is a duplicate. Default 2 minutes; 0 = off. */
+  dedupeWindow?: number | undefined;
   /** Identifies this node in presence records. Default: a random UUID (never reuse across processes). */
   nodeId?: string | undefined;
   logger?: Logger | undefined;
@@ -47,6 +50,7 @@ const PARAMS = new Set([
   'tls_ca_file',
   'tls_insecure',
   'name',
+  'dedupe_window',
 ]);
 
 /**
@@ -55,7 +59,8 @@ const PARAMS = new Set([
  * `wait` (replicas that must acknowledge each publish, default 0), `wait_timeout` (ms, 1000),
  * `command_timeout` (ms, 5000), `connect_timeout` (ms, 5000), `heartbeat` (presence heartbeat ms,
  * 5000), `tls=1` (TLS on `redis://`), `tls_ca_file` (PEM CA bundle), `tls_insecure=1` (skip
- * certificate verification; testing only), `name` (client name shown by CLIENT LIST).
+ * certificate verification; testing only), `name` (client name shown by CLIENT LIST),
+ * `dedupe_window` (duration, default 2m; 0 = reused ids are stored again).
  */
 export function redisOptionsFromUrl(url: URL, logger: Logger): RedisTransportOptions {
   const scheme = url.protocol.replace(/:$/, '');
@@ -107,6 +112,7 @@ export function redisOptionsFromUrl(url: URL, logger: Logger): RedisTransportOpt
     commandTimeout: num('command_timeout'),
     connectTimeout: num('connect_timeout'),
     heartbeatInterval: heartbeat,
+    dedupeWindow: dedupeWindowParam(url),
     logger,
   };
 }

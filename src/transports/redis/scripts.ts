@@ -17,7 +17,12 @@ import type { Redis } from 'ioredis';
  * at a trimmed entry and never forgets a later occurrence of a reused id. The trim is batched (every
  * `slack` entries, 1 % of `size`), which keeps it approximate and cheap like `MAXLEN ~`.
  *
- * KEYS: stream, index. ARGV: size, slack, update id, field/value pairs. Returns { entry id, length }.
+ * Deduplication, in the same atomic step: when the newest entry of the same id is younger than the
+ * dedupe window (its entry id's milliseconds against the server's TIME), nothing is written and the
+ * entry id returned is ''. A retry after a lost answer is therefore stored once.
+ *
+ * KEYS: stream, index. ARGV: size, slack, update id, dedupe window (ms, 0 = off), field/value
+ * pairs. Returns { entry id or '' for a duplicate, length }.
  */
 const DISPATCH_SCRIPT = `
 local function member(id, eid)
@@ -26,7 +31,21 @@ local function member(id, eid)
   local n = string.sub(eid, dash + 1)
   return string.format('%010d', #id) .. id .. string.rep('0', 20 - #ms) .. ms .. string.rep('0', 20 - #n) .. n
 end
-local eid = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 4))
+local window = tonumber(ARGV[4])
+if window > 0 then
+  local p = string.format('%010d', #ARGV[3]) .. ARGV[3]
+  local last = redis.call('ZREVRANGEBYLEX', KEYS[2], '[' .. p .. ':', '[' .. p, 'LIMIT', 0, 1)
+  if #last > 0 then
+    -- Redis 6.2 replicates scripts verbatim unless told otherwise: TIME needs effects replication.
+    if redis.replicate_commands then redis.replicate_commands() end
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    if now - tonumber(string.sub(last[1], #p + 1, #p + 20)) < window then
+      return { '', redis.call('XLEN', KEYS[1]) }
+    end
+  end
+end
+local eid = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 5))
 redis.call('ZADD', KEYS[2], 0, member(ARGV[3], eid))
 local size = tonumber(ARGV[1])
 local len = redis.call('XLEN', KEYS[1])
