@@ -32,7 +32,9 @@ import { randomUUID } from 'node:crypto';
 import type { ClientConfig } from 'pg';
 import type { Logger } from '../../observability/logger.js';
 import {
+  DEFAULT_DEDUPE_WINDOW,
   TransportUnavailableError,
+  type DispatchResult,
   type SubscriptionRecord,
   type Transport,
   type TransportHealth,
@@ -59,6 +61,7 @@ export class PostgresTransport implements Transport {
   readonly name = 'postgres';
   /** Identifies this process in the presence tables. */
   readonly nodeId: string = randomUUID();
+  readonly dedupeWindow: number;
 
   private readonly log: Logger;
   private readonly clientConfig: ClientConfig;
@@ -110,7 +113,8 @@ export class PostgresTransport implements Transport {
       this.log,
       isClosed,
     );
-    this.writer = new PostgresWriter(this.db, this.q.updates, channel, this.lockKey, this.log);
+    this.dedupeWindow = Math.max(0, options.dedupeWindow ?? DEFAULT_DEDUPE_WINDOW);
+    this.writer = new PostgresWriter(this.db, this.q.updates, channel, this.lockKey, this.log, this.dedupeWindow);
     this.fanout = new PostgresFanout(this.clientConfig, channel, this.q.updates, this.log, isClosed);
     this.store = new PostgresHistory(this.db, this.q.updates, this.lockKey, { size, maxAge, retentionGrace });
     this.presence = new PostgresPresence(this.db, this.q, this.nodeId, nodeTimeout);
@@ -142,6 +146,7 @@ export class PostgresTransport implements Transport {
     this.closed = true;
     if (this.tickTimer) clearInterval(this.tickTimer);
     this.tickTimer = null;
+    this.db.stopProbing();
     this.fanout.stopReconnecting();
     // Accepted dispatches still get their answer.
     await this.writer.idle();
@@ -165,8 +170,8 @@ export class PostgresTransport implements Transport {
   // ---------------------------------------------------------------------------------------------
   // Publishing, history (see publish.ts and history.ts)
 
-  dispatch(update: Update): Promise<void> {
-    if (this.closed) return Promise.reject(new TransportUnavailableError('PostgreSQL transport closed'));
+  dispatch(update: Update): Promise<DispatchResult> {
+    if (this.closed) return Promise.reject(new TransportUnavailableError('PostgreSQL transport closed', { stored: 'no' }));
     return this.writer.dispatch(update);
   }
 
@@ -186,7 +191,8 @@ export class PostgresTransport implements Transport {
   // Maintenance: retention, count, heartbeat, safety poll, recovery probe
 
   private async tick(): Promise<void> {
-    if (this.ticking || this.closed) return;
+    // A suspect database is left to its probe: maintenance queries would hang on the dead link.
+    if (this.ticking || this.closed || this.db.suspect) return;
     this.ticking = true;
     try {
       // Safety net: should a notification ever be missed, the update still arrives within a tick.

@@ -31,6 +31,8 @@ export interface PostgresTransportOptions {
   heartbeatInterval?: number | undefined;
   /** A node silent for this long (ms) is considered dead and its subscriptions dropped. Default 15 000. */
   nodeTimeout?: number | undefined;
+  /** A dispatch whose id was inserted this recently (ms) is a duplicate. Default 2 minutes; 0 = off. */
+  dedupeWindow?: number | undefined;
   logger?: Logger | undefined;
 }
 
@@ -42,13 +44,14 @@ export function parseDuration(value: string, bareUnit = 1): number {
 }
 
 /** Query parameters consumed by Quicksilver; the others go to node-postgres (sslmode, options…). */
-const OWN_PARAMS = ['table', 'size', 'max_age', 'cleanup_interval', 'pool_size', 'connect_timeout', 'query_timeout'];
+const OWN_PARAMS = ['table', 'size', 'max_age', 'cleanup_interval', 'pool_size', 'connect_timeout', 'query_timeout', 'dedupe_window'];
 
 /**
  * Reads the transport options from `postgres://user:pass@host:5432/db?table=mercure_updates&size=100000&max_age=7d`
  * (or `postgresql://`). Options: `table`, `size` (updates kept), `max_age` (duration: `7d`, `12h`,
  * `30m`; bare number = ms), `cleanup_interval` (duration), `pool_size`, `connect_timeout` (duration;
- * bare number = seconds, as in libpq), `query_timeout` (duration); `application_name`, `sslmode` and
+ * bare number = seconds, as in libpq), `query_timeout` (duration), `dedupe_window` (duration,
+ * default 2m; 0 = reused ids are stored again); `application_name`, `sslmode` and
  * the other libpq parameters node-postgres understands are passed through.
  */
 export function postgresOptionsFromUrl(url: URL, logger: Logger): PostgresTransportOptions {
@@ -84,6 +87,7 @@ export function postgresOptionsFromUrl(url: URL, logger: Logger): PostgresTransp
     poolSize: count('pool_size'),
     connectTimeout: duration('connect_timeout', 1000),
     queryTimeout: duration('query_timeout'),
+    dedupeWindow: duration('dedupe_window'),
     applicationName: get('application_name'),
     logger,
   };
