@@ -17,6 +17,8 @@ export interface StreamSpec {
   /** `max_age` in ms; 0 = no limit. */
   readonly maxAge: number;
   readonly replicas: number;
+  /** `duplicate_window` in ms, within which a `Nats-Msg-Id` seen before is not stored again. */
+  readonly dedupeWindow: number;
 }
 
 function streamConfig(spec: StreamSpec): Partial<StreamConfig> {
@@ -27,8 +29,8 @@ function streamConfig(spec: StreamSpec): Partial<StreamConfig> {
     max_age: nanos(spec.maxAge),
     discard: DiscardPolicy.Old,
     num_replicas: spec.replicas,
-    // Only retried publishes carrying a Nats-Msg-Id use it; it may not exceed max_age.
-    duplicate_window: nanos(spec.maxAge > 0 ? Math.min(spec.maxAge, 120_000) : 120_000),
+    // Every publish carries its update id as Nats-Msg-Id unless the window is 0 (then unused).
+    duplicate_window: nanos(spec.dedupeWindow > 0 ? spec.dedupeWindow : 120_000),
   };
 }
 
@@ -52,6 +54,7 @@ export async function ensureStream(jsm: JetStreamManager, spec: StreamSpec, log:
     c.max_age !== want.max_age ||
     c.discard !== DiscardPolicy.Old ||
     c.num_replicas !== spec.replicas ||
+    c.duplicate_window !== want.duplicate_window ||
     c.retention !== RetentionPolicy.Limits;
   if (drift) {
     info = await jsm.streams.update(spec.stream, { ...c, ...want });

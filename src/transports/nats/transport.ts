@@ -8,7 +8,10 @@ import { randomBytes } from 'node:crypto';
 import { connect, Events, type ConnectionOptions, type JetStreamClient, type JetStreamManager, type Msg, type NatsConnection, type NatsError, type PubAck, type StreamInfo } from 'nats';
 import type { Logger } from '../../observability/logger.js';
 import {
+  DEFAULT_DEDUPE_WINDOW,
   TransportUnavailableError,
+  type DispatchResult,
+  type StoredOutcome,
   type SubscriptionRecord,
   type Transport,
   type TransportHealth,
@@ -46,6 +49,11 @@ export interface NatsTransportOptions {
   publishTimeout?: number | undefined;
   /** A node whose presence heartbeat is older than this (ms) is dead: its subscriptions are no longer listed. Default 15 000. */
   presenceTtl?: number | undefined;
+  /**
+   * A publish whose id JetStream stored this recently (ms) is a duplicate (the stream's
+   * `duplicate_window`, at most `maxAge`). Default 2 minutes; 0 = off.
+   */
+  dedupeWindow?: number | undefined;
   /** Longest start() waits for NATS before resolving not ready and retrying in the background (ms). Default 5000. */
   startTimeout?: number | undefined;
   logger?: Logger | undefined;
@@ -80,6 +88,7 @@ export class NatsTransport implements Transport {
   private readonly maxAge: number;
   private readonly replicas: number;
   private readonly publishTimeout: number;
+  readonly dedupeWindow: number;
   private readonly presenceTtl: number;
   private readonly startTimeout: number;
   private readonly connectOptions: ConnectionOptions;
@@ -128,6 +137,8 @@ export class NatsTransport implements Transport {
     this.maxAge = Math.max(0, Math.floor(options.maxAge ?? 7 * DAY));
     this.replicas = Math.max(1, Math.floor(options.replicas ?? 1));
     this.publishTimeout = Math.max(1, options.publishTimeout ?? 2000);
+    const window = Math.max(0, Math.floor(options.dedupeWindow ?? DEFAULT_DEDUPE_WINDOW));
+    this.dedupeWindow = this.maxAge > 0 ? Math.min(window, this.maxAge) : window;
     this.presenceTtl = Math.max(300, options.presenceTtl ?? 15_000);
     this.startTimeout = options.startTimeout ?? 5000;
     this.log = options.logger ?? { error() {}, warn() {}, info() {}, debug() {} };
@@ -311,7 +322,7 @@ export class NatsTransport implements Transport {
     const jsm = this.jsm;
     const info = await ensureStream(
       jsm,
-      { stream: this.stream, filter: this.filter, size: this.size, maxAge: this.maxAge, replicas: this.replicas },
+      { stream: this.stream, filter: this.filter, size: this.size, maxAge: this.maxAge, replicas: this.replicas, dedupeWindow: this.dedupeWindow },
       this.log,
     );
     if (this.nc !== nc) return;
@@ -383,6 +394,31 @@ export class NatsTransport implements Transport {
     this.inflight.clear();
   }
 
+  /**
+   * A publish went unanswered: the link is presumably dead (silently: NATS's own pings take
+   * 20 s to notice). Not ready, every publish in flight fails now and new ones are refused until
+   * the reconnection and stream setup (the probe) succeed. The socket is reset, not closed: a
+   * graceful close would still deliver what the kernel holds for it once the link heals, and a
+   * publish already answered 503 would be stored after newer ones.
+   */
+  private suspect(nc: NatsConnection, why: string): void {
+    if (this.nc !== nc || !this.connected) return;
+    this.connected = false;
+    this.ready = false;
+    this.reason = `${why}: connection suspect, reconnecting`;
+    this.log.warn({ transport: 'nats', server: nc.getServer() }, `${why}: resetting the connection`);
+    this.failInflight(`${why} (connection reset; the update may or may not be stored)`);
+    const socket = (nc as unknown as { protocol?: { transport?: { socket?: { resetAndDestroy?: () => void; destroy(): void } } } })
+      .protocol?.transport?.socket;
+    try {
+      if (socket?.resetAndDestroy) socket.resetAndDestroy();
+      else void nc.reconnect();
+    } catch {
+      // A TLS socket has no TCP handle of its own to reset: close it (best effort).
+      socket?.destroy();
+    }
+  }
+
   private onLive(sseq: number, msg: Msg): void {
     let u: StoredUpdate;
     try {
@@ -399,10 +435,10 @@ export class NatsTransport implements Transport {
     }
   }
 
-  private unavailable(): TransportUnavailableError {
-    if (this.closed) return new TransportUnavailableError('the NATS transport is closed');
-    if (!this.started) return new TransportUnavailableError('the NATS transport is not started');
-    return new TransportUnavailableError(this.reason ?? `not connected to NATS at ${this.where}`);
+  private unavailable(stored?: StoredOutcome): TransportUnavailableError {
+    if (this.closed) return new TransportUnavailableError('the NATS transport is closed', { stored });
+    if (!this.started) return new TransportUnavailableError('the NATS transport is not started', { stored });
+    return new TransportUnavailableError(this.reason ?? `not connected to NATS at ${this.where}`, { stored });
   }
 
   private connection(): { nc: NatsConnection; js: JetStreamClient; jsm: JetStreamManager } {
@@ -412,8 +448,8 @@ export class NatsTransport implements Transport {
 
   // ---------------------------------------------------------------- Transport
 
-  async dispatch(update: Update): Promise<void> {
-    if (this.closed || !this.nc || !this.js || !this.connected) throw this.unavailable();
+  async dispatch(update: Update): Promise<DispatchResult> {
+    if (this.closed || !this.nc || !this.js || !this.connected) throw this.unavailable('no');
     const nc = this.nc;
     const payload = encodeUpdate(update);
     const max = nc.info?.max_payload ?? 1024 * 1024;
@@ -426,20 +462,30 @@ export class NatsTransport implements Transport {
     let ack: PubAck;
     try {
       ack = await Promise.race([
-        this.js.publish(this.subjectOf(update.id), payload, { timeout: this.publishTimeout }),
+        // The id as Nats-Msg-Id: JetStream stores it once within the duplicate window.
+        this.js.publish(this.subjectOf(update.id), payload, {
+          timeout: this.publishTimeout,
+          ...(this.dedupeWindow > 0 ? { msgID: update.id } : {}),
+        }),
         dropped,
       ]);
     } catch (err) {
       if (err instanceof TransportUnavailableError) throw err;
+      const code = (err as NatsError | undefined)?.code;
       // No stream answers: it may have been deleted or lost; set it up again.
-      if ((err as NatsError | undefined)?.code === '503' && this.nc === nc && this.connected) this.requestSetup(nc);
-      throw new TransportUnavailableError(this.describePublishError(err));
+      if (code === '503' && this.nc === nc && this.connected) this.requestSetup(nc);
+      if (code === 'TIMEOUT') this.suspect(nc, `NATS did not acknowledge an update within ${this.publishTimeout} ms`);
+      // Only a timeout or a lost connection leaves the outcome open; an answer (no responders,
+      // an API error) means JetStream did not store it.
+      const stored: StoredOutcome = code === 'TIMEOUT' || code === 'DISCONNECT' || code === 'CONNECTION_CLOSED' ? 'unknown' : 'no';
+      throw new TransportUnavailableError(this.describePublishError(err), { stored });
     } finally {
       this.inflight.delete(lost);
     }
     if (ack.stream !== this.stream) {
       throw new Error(`the update was stored in stream "${ack.stream}" instead of "${this.stream}": another stream captures ${this.filter}`);
     }
+    return ack.duplicate ? 'duplicate' : undefined;
   }
 
   private describePublishError(err: unknown): string {

@@ -9,8 +9,9 @@ import { NatsTransport } from './transport.js';
 
 /**
  * `nats://[user:pass@|token@]host:4222?stream=MERCURE&subject=mercure.updates&size=100000&max_age=7d&replicas=1`
- * plus `servers=host2:4222,host3:4222` (more seed servers), `tls=1`, `publish_timeout=2s`
- * and `presence_ttl=15s`.
+ * plus `servers=host2:4222,host3:4222` (more seed servers), `tls=1`, `publish_timeout=2s`,
+ * `presence_ttl=15s` and `dedupe_window=2m` (the stream's duplicate window; 0 = reused ids are
+ * stored again).
  */
 export function natsTransportFromUrl(url: URL, logger: Logger): NatsTransport {
   const q = url.searchParams;
@@ -45,6 +46,7 @@ export function natsTransportFromUrl(url: URL, logger: Logger): NatsTransport {
     replicas: int('replicas'),
     publishTimeout: duration('publish_timeout'),
     presenceTtl: duration('presence_ttl'),
+    dedupeWindow: duration('dedupe_window'),
     logger,
   });
 }
