@@ -256,20 +256,25 @@ describe('retries', () => {
     expect(counter.calls()).toBe(3);
   });
 
-  it('retries a timeout only when the update has an id', async () => {
+  it('retries a timeout with the same id, generating one when the update has none (issue 14)', async () => {
     const server = await tinyServer(() => {
       // Never answers.
     });
     try {
       const publisher = new Publisher({ hubUrl: server.url, token: pubToken, timeout: 200, retries: 2, retryDelay: 1 });
       const anonymous = await expectPublishError(publisher.publish({ topics: 'a' }));
-      expect(anonymous).toMatchObject({ kind: 'network', timedOut: true, attempts: 1 });
+      expect(anonymous).toMatchObject({ kind: 'network', timedOut: true, attempts: 3 });
       expect(anonymous.message).toMatch(/timeout/);
-      expect(server.requests()).toBe(1);
+      expect(server.requests()).toBe(3);
 
       const withId = await expectPublishError(publisher.publish({ topics: 'a', id: 'urn:test:t1' }));
       expect(withId).toMatchObject({ kind: 'network', timedOut: true, attempts: 3 });
-      expect(server.requests()).toBe(4);
+      expect(server.requests()).toBe(6);
+
+      // Without retries nothing needs naming: the hub assigns the id, and a timeout is final.
+      const once = new Publisher({ hubUrl: server.url, token: pubToken, timeout: 200, retries: 0 });
+      expect(await expectPublishError(once.publish({ topics: 'a' }))).toMatchObject({ kind: 'network', timedOut: true, attempts: 1 });
+      expect(server.requests()).toBe(7);
     } finally {
       await server.close();
     }
@@ -282,10 +287,13 @@ describe('retries', () => {
     });
     try {
       const publisher = new Publisher({ hubUrl: server.url, token: pubToken, retries: 1, retryDelay: 1 });
-      expect(await expectPublishError(publisher.publish({ topics: 'a' }))).toMatchObject({ kind: 'network', attempts: 1 });
-      expect(server.requests()).toBe(1);
+      expect(await expectPublishError(publisher.publish({ topics: 'a' }))).toMatchObject({ kind: 'network', attempts: 2 });
+      expect(server.requests()).toBe(2);
       expect(await expectPublishError(publisher.publish({ topics: 'a', id: 'urn:test:t2' }))).toMatchObject({ kind: 'network', attempts: 2 });
-      expect(server.requests()).toBe(3);
+      expect(server.requests()).toBe(4);
+      const once = new Publisher({ hubUrl: server.url, token: pubToken, retries: 0 });
+      expect(await expectPublishError(once.publish({ topics: 'a' }))).toMatchObject({ kind: 'network', attempts: 1 });
+      expect(server.requests()).toBe(5);
     } finally {
       await server.close();
     }

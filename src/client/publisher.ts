@@ -198,10 +198,11 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 /**
  * Publishes updates to a Mercure hub (any implementation: Quicksilver, the reference hub…).
  *
- * Retries only what cannot publish an update twice: connection failures that prove the request
- * never left, `503 Service Unavailable` (honouring `Retry-After`), and — for updates with an
- * explicit `id`, which subscribers can deduplicate — timeouts and connections lost mid-request.
- * 4xx answers are never retried.
+ * Retries connection failures, `503 Service Unavailable` (honouring `Retry-After`), timeouts and
+ * connections lost mid-request, always with the same id: when retries are on and the update has
+ * no `id`, one is generated (`urn:uuid:…`), so a hub with a dedupe window (Quicksilver's default)
+ * stores a retried update once, and subscribers of any hub can tell a repeat by its id. With
+ * `retries: 0` and no id, the hub assigns the id. 4xx answers are never retried.
  */
 export class Publisher implements MercurePublisher {
   readonly hubUrl: string;
@@ -235,9 +236,14 @@ export class Publisher implements MercurePublisher {
 
   async publish(input: Update | UpdateInit, options: PublishOptions = {}): Promise<string> {
     const update = Update.from(input);
-    const body = update.toForm().toString();
+    const form = update.toForm();
+    // A publisher that may retry names its update: a hub that got the first attempt (its answer
+    // lost, or a 503 "outcome unknown") then stores the retry once (Quicksilver's dedupe window),
+    // and subscribers of any hub can tell the two apart.
+    if (update.id === undefined && this.retries > 0) form.append('id', `urn:uuid:${globalThis.crypto.randomUUID()}`);
+    const body = form.toString();
     const signal = options.signal;
-    const idempotent = update.id !== undefined;
+    const idempotent = form.has('id');
     let attempt = 0;
     for (;;) {
       attempt++;
