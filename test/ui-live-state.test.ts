@@ -112,10 +112,15 @@ describeBrowser('debugging UI: the display follows the live connection', () => {
     expect(await page.locator('#events .event-id', { hasText: id }).count()).toBe(0);
     expect((await received()).length).toBe(before + 1);
 
-    await commit('#jwt', devToken);
-    await connected();
-    await publishPrivate('granted again');
+    // The token edited and Publish pressed at once: the press blurs the field (its change event),
+    // yet the click is not lost, and the publish waits for the reconnection it causes.
+    await page.fill('#pub-data', 'granted again');
+    await page.check('#pub-private');
+    await page.fill('#jwt', devToken);
+    await page.click('#pub-submit');
+    await expect.poll(() => text('#pub-result .title'), { timeout: 5000 }).toBe('Published (200)');
     await expect.poll(async () => (await received())[0]).toBe('granted again');
+    expect(await text('#sub-status')).toBe('Connected');
   });
 
   it('a hub URL change reconnects (and shows the failure), then recovers', async () => {

@@ -40,8 +40,34 @@ function settingsChanged() {
   markStale($('pub-result'));
 }
 
+/**
+ * A field's change event fires on blur, which the press of a button causes: reconnecting then
+ * redraws panels, the page moves under the pointer, and the release lands elsewhere (the click
+ * is lost). So a change made while a pointer is down waits for its release (and the click);
+ * every action applies pending changes first.
+ */
+let pointerDown = false;
+let pendingChange = false;
+function onSettingsChange() {
+  if (pointerDown) pendingChange = true;
+  else settingsChanged();
+}
+function flushSettings() {
+  if (!pendingChange) return;
+  pendingChange = false;
+  settingsChanged();
+}
+document.addEventListener('pointerdown', () => { pointerDown = true; }, true);
+document.addEventListener('pointerup', () => {
+  pointerDown = false;
+  // After the click this release produces, which runs in the same task.
+  if (pendingChange) setTimeout(flushSettings, 0);
+}, true);
+document.addEventListener('pointercancel', () => { pointerDown = false; flushSettings(); }, true);
+
 /** Before a request: a demo token about to expire is renewed (which reconnects what used it). */
 async function freshSettings() {
+  flushSettings();
   if (await renewDevToken()) settingsChanged();
   await cookieSynced();
   return snapshot();
@@ -98,6 +124,7 @@ async function publish(e) {
 
 async function discover(e) {
   e.preventDefault();
+  flushSettings();
   const out = $('disc-result');
   let url;
   try {
@@ -183,10 +210,10 @@ async function init() {
   sub.render();
 
   $('settings-form').addEventListener('submit', (e) => e.preventDefault());
-  $('hub-url').addEventListener('change', settingsChanged);
-  $('jwt').addEventListener('change', settingsChanged);
+  $('hub-url').addEventListener('change', onSettingsChange);
+  $('jwt').addEventListener('change', onSettingsChange);
   $('jwt').addEventListener('input', describeToken);
-  for (const r of document.querySelectorAll('input[name="auth"]')) r.addEventListener('change', settingsChanged);
+  for (const r of document.querySelectorAll('input[name="auth"]')) r.addEventListener('change', onSettingsChange);
   // "expires …" turns into "EXPIRED" while the page is open.
   setInterval(describeToken, 15_000);
 

@@ -110,8 +110,8 @@ export function renderDemoBanner() {
     parts.push(`It handed this page an all-access development token (publish and subscribe *), signed with the hub's key${typeof exp === 'number' ? ` and valid until ${new Date(exp * 1000).toLocaleTimeString()}` : ''}: it is in Settings below. `);
   } else {
     parts.push('It hands out no token (its keys are not one shared HMAC secret): mint one with ',
-      h('code', { id: 'token-help', text: config.tokenHelp ?? "quicksilver token --key '<the hub's key>' --publish '*' --subscribe '*'" }),
-      ' and paste it in Settings. ');
+      h('code', { id: 'token-help', text: config.tokenHelp ?? "quicksilver token --key <signing key> --publish '*' --subscribe '*'" }),
+      ' (with separate publisher and subscriber keys, one token per key: --publish with the one, --subscribe with the other) and paste it in Settings. ');
   }
   parts.push('Never enable ', h('code', { text: 'demo' }), ' in production.');
   $('demo-text').replaceChildren(...parts);

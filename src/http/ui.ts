@@ -19,7 +19,7 @@ export const UI_PATH = `${HUB_PATH}/ui`;
 /** Lifetime of the demo page's development token, in seconds. */
 export const DEV_TOKEN_TTL = 3600;
 /** What the demo page says when the hub cannot mint a token itself (asymmetric or separate keys). */
-const TOKEN_HELP = "quicksilver token --key '<the hub's publisher key>' --publish '*' --subscribe '*'";
+const TOKEN_HELP = "quicksilver token --key <signing key> --publish '*' --subscribe '*'";
 
 /** Request path below `/ui/` → file in `ui/` and its content type. */
 const FILES = new Map<string, { file: string; type: string }>([
