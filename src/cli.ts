@@ -7,6 +7,7 @@ import { devBanner } from './server/dev-banner.js';
 import { createHub } from './http/handler.js';
 import { createLogger, type Logger } from './observability/logger.js';
 import { serve } from './server/server.js';
+import { startAcmeFromConfig } from './server/acme.js';
 import { exitOnSignals, hubOptionsFromConfig, logUiUrl, serveOptionsFromConfig } from './server/startup.js';
 import { createTransport } from './transports/index.js';
 import { StoreInUseError } from './transports/store-lock.js';
@@ -95,13 +96,19 @@ async function start(argv: readonly string[]): Promise<void> {
   } catch (err) {
     fail([`could not start: ${(err as Error).message}`], EXIT_UNAVAILABLE);
   }
-  const server = await serve(hub, serveOptionsFromConfig(config, log)).catch(
+  // ACME's listeners (HTTP-01, TLS-ALPN-01) must be up before the order: the hub listens first.
+  const acme = await startAcmeFromConfig(config, log).catch((err: unknown) => fail([(err as Error).message], EXIT_UNAVAILABLE));
+  const server = await serve(hub, { ...serveOptionsFromConfig(config, log), certificates: acme?.slot }).catch(
     (err: unknown) => fail([`cannot listen on ${config.server.addr}: ${(err as Error).message}`], EXIT_UNAVAILABLE));
+  await acme?.ready().catch((err: unknown) => fail([(err as Error).message], EXIT_UNAVAILABLE));
   log.info({ url: server.url, transport: transport.name, version: VERSION }, 'Quicksilver hub ready');
   logUiUrl(log, config, server.url);
   if (config.dev) process.stdout.write(await devBanner(server.url, config.hub.publisher?.key ?? DEV_KEY) + '\n');
 
-  exitOnSignals(log, 'shutting down: draining subscribers', () => server.close());
+  exitOnSignals(log, 'shutting down: draining subscribers', async () => {
+    await acme?.close();
+    await server.close();
+  });
 }
 
 const help = (): string => `Quicksilver ${VERSION}: a Mercure hub.

@@ -305,8 +305,8 @@ describe('legacy environment variables', () => {
   it('warns about FLUENTD logs, an ignored HISTORY_SIZE and unsupported variables', () => {
     expect(ok({ ...base, LOG_FORMAT: 'FLUENTD' }).warnings).toEqual(['LOG_FORMAT: the FLUENTD log format is not supported; using json']);
     expect(ok({ ...base, HISTORY_SIZE: '5', TRANSPORT_URL: 'bolt://u.db?size=9' }).warnings).toEqual(['HISTORY_SIZE: ignored (the transport URL already sets size)']);
-    expect(ok({ ...base, ACME_HOSTS: 'example.com' }).warnings).toEqual([
-      'ACME_HOSTS: not supported by Quicksilver; ignored (automatic HTTPS is not supported; use CERT_FILE and KEY_FILE)',
+    expect(ok({ ...base, COMPRESS: '1' }).warnings).toEqual([
+      'COMPRESS: not supported by Quicksilver; ignored (event streams are never compressed)',
     ]);
   });
 
@@ -343,11 +343,14 @@ describe('official image variables', () => {
     expect(ok({ JWT_KEY: SECRET, SERVER_NAME: ':80', ADDR: ':9000' }).config.server.addr).toBe(':80');
     expect(ok({ JWT_KEY: SECRET, SERVER_NAME: ':80' }, ['--addr', ':9000']).config.server.addr).toBe(':9000');
   });
-  it('SERVER_NAME with a host name needs TLS files', () => {
-    const { config, warnings } = ok({ JWT_KEY: SECRET, SERVER_NAME: 'mercure.example.com', ADDR: ':8000' });
+  it('SERVER_NAME with a host name serves HTTPS: ACME for a domain (test/acme.test.ts), TLS files otherwise', () => {
+    const acme = ok({ JWT_KEY: SECRET, SERVER_NAME: 'mercure.example.com', ADDR: ':8000' });
+    expect(acme.warnings).toEqual([]);
+    expect(acme.config.server).toMatchObject({ addr: ':443', acme: { domains: ['mercure.example.com'] } });
+    const { config, warnings } = ok({ JWT_KEY: SECRET, SERVER_NAME: 'localhost', ADDR: ':8000' });
     expect(config.server.addr).toBe(':8000');
     expect(warnings).toEqual([
-      "SERVER_NAME: 'mercure.example.com' asks for automatic HTTPS, which Quicksilver does not provide; set CERT_FILE and KEY_FILE to serve HTTPS on :443, or use SERVER_NAME=:80 behind a TLS-terminating proxy; listening on :8000 (plain HTTP) instead",
+      "SERVER_NAME: 'localhost' asks for HTTPS, and no public CA issues certificates for that name; set CERT_FILE and KEY_FILE to serve HTTPS on :443, or use SERVER_NAME=:80 behind a TLS-terminating proxy; listening on :8000 (plain HTTP) instead",
     ]);
     const cert = write('sn/cert.pem', 'c');
     const key = write('sn/key.pem', 'k');

@@ -235,6 +235,15 @@ const issuerHandler: Handler = (d, label, layer, ctx, dir) => {
   put(layer, 'issuers', [...existing.filter((i) => i.issuer !== raw.issuer), raw], label, dir);
 };
 
+/** `acme_domain a b` may be repeated: the names accumulate (as the repeatable flag's do). */
+const acmeDomainHandler: Handler = (d, label, layer, ctx, dir) => {
+  if (!noBlock(d, label, ctx)) return;
+  const before = layer.acmeDomains?.value ?? [];
+  apply(layer, 'acmeDomains', d.args, label, ctx, dir);
+  const after = layer.acmeDomains;
+  if (after && after.value !== before) after.value = [...new Set([...before, ...after.value])];
+};
+
 /** Directives of the reference `mercure { }` block (plus a few of ours); also JSON config file keys. */
 export const HUB_DIRECTIVES: Record<string, Handler> = {
   publisher_jwt: jwtHandler('publisher'),
@@ -274,6 +283,14 @@ export const HUB_DIRECTIVES: Record<string, Handler> = {
   publish_burst: simple('publishBurst'),
   token_cache_size: simple('tokenCacheSize'),
   workers: simple('workers'),
+  acme_domain: acmeDomainHandler,
+  acme_domains: acmeDomainHandler,
+  acme_email: simple('acmeEmail'),
+  acme_directory: simple('acmeDirectory'),
+  acme_ca_root: simple('acmeCaRoot'),
+  acme_dir: simple('acmeDir'),
+  acme_http_port: simple('acmeHttpPort'),
+  acme_renew_before: simple('acmeRenewBefore'),
   worker_header: simple('workerHeader'),
 };
 

@@ -4,7 +4,7 @@
  * layers in that precedence. Unsupported variables that are set get a warning.
  */
 import { type Ctx, type Layer, put, type SimpleKey } from './settings.js';
-import { apply, boolP } from './values.js';
+import { acmeDomainProblem, apply, boolP } from './values.js';
 import { applyDirectives, parseDirectives } from './directives.js';
 
 /** Legacy (pre-Caddy) variables, in application order: both-roles names first so specific ones win. */
@@ -34,13 +34,17 @@ const LEGACY_ENV: ReadonlyArray<readonly [string, readonly SimpleKey[]]> = [
   ['METRICS_ENABLED', ['metrics']],
   ['LOG_FORMAT', ['logFormat']],
   ['HISTORY_SIZE', ['historySize']],
+  // The pre-Caddy hub's own automatic HTTPS.
+  ['ACME_HOSTS', ['acmeDomains']],
+  ['ACME_CERT_DIR', ['acmeDir']],
+  ['ACME_HTTP01_ADDR', ['acmeHttpPort']],
 ];
 
 /** Quicksilver's own variables (besides QUICKSILVER_CONFIG), at the precedence of the legacy ones. */
 const OWN_ENV: ReadonlyArray<readonly [string, readonly SimpleKey[]]> = [
   ['QUICKSILVER_WORKERS', ['workers']],
-  ['LEGACY_HUB_PATH', ['legacyHubPath']],
   ['QUICKSILVER_WORKER_HEADER', ['workerHeader']],
+  ['LEGACY_HUB_PATH', ['legacyHubPath']],
 ];
 
 /** Variables of the official image, except SERVER_NAME, GLOBAL_OPTIONS and MERCURE_EXTRA_DIRECTIVES. */
@@ -55,9 +59,6 @@ const OFFICIAL_ENV: ReadonlyArray<readonly [string, readonly SimpleKey[]]> = [
 
 /** Set but not supported: each gets a warning so a silently ignored setting does not surprise. */
 const UNSUPPORTED_ENV: Record<string, string> = {
-  ACME_HOSTS: 'automatic HTTPS is not supported; use CERT_FILE and KEY_FILE',
-  ACME_CERT_DIR: 'automatic HTTPS is not supported; use CERT_FILE and KEY_FILE',
-  ACME_HTTP01_ADDR: 'automatic HTTPS is not supported; use CERT_FILE and KEY_FILE',
   COMPRESS: 'event streams are never compressed',
   METRICS_ADDR: 'metrics are served by the hub itself',
   TCSZ: 'the matcher cache is managed internally',
@@ -82,7 +83,7 @@ function applyEnvTable(table: ReadonlyArray<readonly [string, readonly SimpleKey
   }
 }
 
-interface SiteAddress { addr: string; needsTls: boolean; raw: string }
+interface SiteAddress { addr: string; needsTls: boolean; raw: string; host: string }
 
 /**
  * A Caddy site address from SERVER_NAME: `:80` / `:port` and `http://host[:port]` are plain HTTP;
@@ -101,7 +102,12 @@ function parseSiteAddress(entry: string): SiteAddress | undefined {
   if (port > 65_535) return undefined;
   if (m[1] === '') tls ??= false;
   tls ??= port !== 80;
-  return { addr: `:${port}`, needsTls: tls, raw: entry };
+  return { addr: `:${port}`, needsTls: tls, raw: entry, host: (m[1] as string).toLowerCase() };
+}
+
+function isPublicName(host: string): boolean {
+  if (host === '' || host.startsWith('[') || /^\d+(\.\d+){3}$/.test(host) || host.includes('*')) return false;
+  return host !== 'localhost' && !/\.(localhost|local|internal|home\.arpa)$/.test(host) && acmeDomainProblem(host) === undefined;
 }
 
 export function loadEnv(ctx: Ctx): Layer[] {
@@ -131,7 +137,12 @@ export function loadEnv(ctx: Ctx): Layer[] {
     }
     const chosen = sites.find((s) => !s.needsTls) ?? sites[0];
     if (chosen) {
-      if (entries.length > 1) ctx.warnings.push(`SERVER_NAME: only one site address is supported; using '${chosen.raw}'`);
+      // As Caddy does: HTTPS site addresses naming public domains get their certificates over
+      // ACME (unless cert files are given); localhost and IP addresses have no public CA.
+      const acmeHosts = chosen.needsTls ? sites.filter((s) => s.needsTls && s.addr === chosen.addr && isPublicName(s.host)).map((s) => s.host) : [];
+      if (acmeHosts.length > 0) put(official, 'acmeDomains', [...new Set(acmeHosts)], 'SERVER_NAME', ctx.cwd, { siteAddress: true });
+      const sameSite = sites.every((s) => s.addr === chosen.addr && acmeHosts.includes(s.host));
+      if (entries.length > 1 && !sameSite) ctx.warnings.push(`SERVER_NAME: only one site address is supported; using '${chosen.raw}'`);
       put(official, 'addr', chosen.addr, 'SERVER_NAME', ctx.cwd, { needsTls: chosen.needsTls, raw: chosen.raw });
     }
   }

@@ -24,12 +24,14 @@ import { loadConfigFile } from './file.js';
 import { envValue, loadEnv } from './environment.js';
 import { parseArgv } from './flags.js';
 import { resolveRawKey } from './keys.js';
+import { acmeFromSettings } from './acme.js';
 
 export { parseDuration } from '../util/duration.js';
 export { DEFAULT_TRANSPORT_URL, DEV_KEY, DEV_TRANSPORT_URL } from './defaults.js';
 export { parseDirectives } from './directives.js';
 export { configUsage } from './flags.js';
-export type { Config, ConfigInput, ConfigResult, LogFormat, ServerConfig } from './types.js';
+export type { AcmeConfig, Config, ConfigInput, ConfigResult, LogFormat, ServerConfig } from './types.js';
+export { DEFAULT_ACME_DIR } from './acme.js';
 export { parseAddr, parseBool, parseSize } from './values.js';
 
 function compact<T extends object>(o: T): T {
@@ -70,8 +72,9 @@ function checkReadable(v: Val<string>, ctx: Ctx): string | undefined {
  *   `MERCURE_SUBSCRIBER_JWT_KEY`, `MERCURE_SUBSCRIBER_JWT_ALG`, `MERCURE_TRANSPORT_URL`,
  *   `MERCURE_TRUSTED_ISSUERS`, `MERCURE_EXTRA_DIRECTIVES`, `SERVER_NAME` (`:80`, `:port`,
  *   `http://host[:port]` → plain HTTP on that port; a host name or `https://` → HTTPS on :443 or
- *   the given port, which needs CERT_FILE/KEY_FILE: without them a warning and the next address
- *   setting or the default is used), `GLOBAL_OPTIONS` (`debug`).
+ *   the given port: with CERT_FILE/KEY_FILE if given, else over ACME for domain names (as Caddy
+ *   does; acme.ts), else (localhost, IP addresses) a warning and the next address setting or the
+ *   default is used), `GLOBAL_OPTIONS` (`debug`).
  * - Directives (`MERCURE_EXTRA_DIRECTIVES`, one per line): `publisher_jwt <key> [alg]`,
  *   `subscriber_jwt <key> [alg]`, `publisher_jwks_url`, `subscriber_jwks_url`, `anonymous`,
  *   `subscriptions`, `ui`, `demo`, `debugger` (= ui), `playground` (= demo), `cors_origins`,
@@ -79,7 +82,9 @@ function checkReadable(v: Val<string>, ctx: Ctx): string | undefined {
  *   `transport <local|bolt|name> { ... }`, `transport_url`, `max_request_body_size`,
  *   `resource_identifier`, `trusted_issuers`, `public_urls`, `issuer <iss> { ... }`,
  *   `protocol_version_compatibility 7|8`, `subscriber_buffer_size`, `max_topics`,
- *   `token_cache_size`, `workers <n|auto>`, `legacy_hub_path` (also serve the hub at `/hub`); accepted with a warning: `topic_selector_cache`, `topic_matcher_cache`,
+ *   `token_cache_size`, `workers <n|auto>`, `legacy_hub_path` (also serve the hub at `/hub`),
+ *   `acme_domain` (repeatable), `acme_email`, `acme_directory`, `acme_ca_root`, `acme_dir`,
+ *   `acme_http_port`, `acme_renew_before` (docs/acme.md); accepted with a warning: `topic_selector_cache`, `topic_matcher_cache`,
  *   `subscriber_list_cache_size`, `name`.
  * - Legacy environment: `JWT_KEY`, `JWT_ALGORITHM` (both roles), `PUBLISHER_JWT_KEY`,
  *   `PUBLISHER_JWT_ALGORITHM`, `SUBSCRIBER_JWT_KEY`, `SUBSCRIBER_JWT_ALGORITHM`, `ADDR`,
@@ -87,9 +92,10 @@ function checkReadable(v: Val<string>, ctx: Ctx): string | undefined {
  *   comma-separated), `HEARTBEAT_INTERVAL`, `WRITE_TIMEOUT`, `DISPATCH_TIMEOUT`, `READ_TIMEOUT`,
  *   `READ_HEADER_TIMEOUT`, `DEMO`, `DEBUG`, `SUBSCRIPTIONS` (`DISPATCH_SUBSCRIPTIONS`), `CERT_FILE`,
  *   `KEY_FILE`, `USE_FORWARDED_HEADERS`, `TRANSPORT_URL`, `METRICS_ENABLED`, `LOG_FORMAT`
- *   (JSON/TEXT/FLUENTD), `HISTORY_SIZE` (appended as `size=` to a memory:// or bolt:// URL).
+ *   (JSON/TEXT/FLUENTD), `HISTORY_SIZE` (appended as `size=` to a memory:// or bolt:// URL),
+ *   `ACME_HOSTS`, `ACME_CERT_DIR`, `ACME_HTTP01_ADDR` (the acme_* settings).
  *   Booleans accept 1/0, true/false, yes/no, on/off. Set-but-unsupported legacy variables
- *   (`ACME_*`, `COMPRESS`, `DB_PATH`, `METRICS_ADDR`, `CADDY_*`, ...) give a warning.
+ *   (`COMPRESS`, `DB_PATH`, `METRICS_ADDR`, `CADDY_*`, ...) give a warning.
  * - Quicksilver's environment, at the legacy variables' precedence: `QUICKSILVER_WORKERS`,
  *   `LEGACY_HUB_PATH`.
  * - Flags: see {@link configUsage}; `--flag value` or `--flag=value`, `--no-<flag>` for booleans.
@@ -159,15 +165,17 @@ export function loadConfig(input: ConfigInput): ConfigResult {
   if (s.keyFile && !s.certFile) ctx.errors.push(`${s.keyFile.source}: a private key needs its certificate too (CERT_FILE or --cert-file)`);
   if (s.certFile) certFile = checkReadable(s.certFile, ctx);
   if (s.keyFile) keyFile = checkReadable(s.keyFile, ctx);
-  const tls = s.certFile !== undefined && s.keyFile !== undefined;
+  const acme = acmeFromSettings(s, s.certFile !== undefined || s.keyFile !== undefined, ctx);
+  if (acme?.caRoot && s.acmeCaRoot) checkReadable(s.acmeCaRoot, ctx);
+  const tls = (s.certFile !== undefined && s.keyFile !== undefined) || acme !== undefined;
 
   const addrCandidates = layers.map((l) => l.addr).filter((v): v is Val<string> => v !== undefined).reverse();
   const chosenAddr = addrCandidates.find((c) => !c.needsTls || tls);
-  const addr = chosenAddr?.value ?? ':3000';
+  const addr = chosenAddr?.value ?? (acme ? ':443' : ':3000');
   for (const c of addrCandidates) {
     if (c === chosenAddr) break;
     if (c.needsTls) {
-      ctx.warnings.push(`${c.source}: '${c.raw}' asks for automatic HTTPS, which Quicksilver does not provide; set CERT_FILE and KEY_FILE to serve HTTPS on ${c.value}, or use SERVER_NAME=:80 behind a TLS-terminating proxy; listening on ${addr} (plain HTTP) instead`);
+      ctx.warnings.push(`${c.source}: '${c.raw}' asks for HTTPS, and no public CA issues certificates for that name; set CERT_FILE and KEY_FILE to serve HTTPS on ${c.value}, or use SERVER_NAME=:80 behind a TLS-terminating proxy; listening on ${addr} (plain HTTP) instead`);
     }
   }
 
@@ -237,6 +245,7 @@ export function loadConfig(input: ConfigInput): ConfigResult {
     readTimeout: s.readTimeout?.value,
     readHeaderTimeout: s.readHeaderTimeout?.value,
     shutdownTimeout: s.shutdownTimeout?.value ?? 10_000,
+    acme,
   });
 
   const config: Config = compact({

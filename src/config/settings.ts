@@ -62,6 +62,13 @@ export interface Settings {
   readTimeout: number;
   readHeaderTimeout: number;
   shutdownTimeout: number;
+  acmeDomains: string[];
+  acmeEmail: string;
+  acmeDirectory: string;
+  acmeCaRoot: string;
+  acmeDir: string;
+  acmeHttpPort: string;
+  acmeRenewBefore: number;
   logLevel: LogLevel;
   logFormat: LogFormat;
   metrics: boolean;
@@ -81,6 +88,8 @@ export interface Val<T> {
   /** `addr` from a SERVER_NAME host name: only usable with TLS configured. */
   needsTls?: boolean;
   raw?: string;
+  /** `acmeDomains` from SERVER_NAME site addresses: given cert files win over them. */
+  siteAddress?: boolean;
 }
 
 export type Layer = { [K in SettingKey]?: Val<Settings[K]> };

@@ -30,6 +30,25 @@ export interface ServerConfig {
   readHeaderTimeout?: number;
   /** How long to drain connections on SIGTERM/SIGINT before closing them, in ms. Default 10 000. */
   shutdownTimeout: number;
+  /** Automatic HTTPS: certificates from an ACME CA instead of `certFile`/`keyFile` (docs/acme.md). */
+  acme?: AcmeConfig;
+}
+
+export interface AcmeConfig {
+  /** Names on the certificate (the first is its subject), lower-case, no wildcard. */
+  domains: string[];
+  /** Account contact, for the CA's expiry notices. */
+  email?: string;
+  /** Directory URL. Default Let's Encrypt production. */
+  directoryUrl: string;
+  /** Extra CA (PEM file, absolute) trusted for the directory's own HTTPS: a test CA. */
+  caRoot?: string;
+  /** Storage directory (absolute): account key and certificates. Default `./.quicksilver/acme`. */
+  dir: string;
+  /** Listen address for HTTP-01 and the HTTP → HTTPS redirect (default `:80`); undefined = off. */
+  httpAddr?: string;
+  /** Renew this long before expiry, in ms; default: at two thirds of the lifetime. */
+  renewBefore?: number;
 }
 
 export interface Config {

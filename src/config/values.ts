@@ -281,6 +281,58 @@ const logFormatP: Parser<LogFormat> = (args, src, ctx) => {
   return undefined;
 };
 
+/** Let's Encrypt's directories, by the names `--acme-directory` accepts for them. */
+export const ACME_DIRECTORIES: Record<string, string> = {
+  production: 'https://acme-v02.api.letsencrypt.org/directory',
+  letsencrypt: 'https://acme-v02.api.letsencrypt.org/directory',
+  staging: 'https://acme-staging-v02.api.letsencrypt.org/directory',
+};
+
+/** A DNS name a CA can validate over HTTP-01 or TLS-ALPN-01: no wildcard, no IP address. */
+export function acmeDomainProblem(d: string): string | undefined {
+  if (d.startsWith('*.')) return 'a wildcard certificate needs the DNS-01 challenge, which Quicksilver does not support; list each name';
+  if (/^\d+(\.\d+){3}$/.test(d) || d.includes(':')) return 'an IP address cannot get a certificate over ACME here; use a domain name';
+  if (d.length > 253 || !/^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/.test(d)) return 'not a valid domain name';
+  return undefined;
+}
+
+const acmeDomainsP: Parser<string[]> = (args, src, ctx) => {
+  const list = splitList(args).map((d) => d.toLowerCase().replace(/\.$/, ''));
+  if (list.length === 0) ctx.errors.push(`${src}: missing value`);
+  let bad = false;
+  for (const d of list) {
+    const problem = acmeDomainProblem(d);
+    if (problem) { ctx.errors.push(`${src}: '${d}': ${problem}`); bad = true; }
+  }
+  return bad || list.length === 0 ? undefined : [...new Set(list)];
+};
+
+const acmeEmailP: Parser<string> = (args, src, ctx) => {
+  const v = single(args, src, ctx);
+  if (v === undefined) return undefined;
+  if (!/^[^\s@]+@[^\s@]+$/.test(v.trim())) {
+    ctx.errors.push(`${src}: invalid e-mail address '${v}'`);
+    return undefined;
+  }
+  return v.trim();
+};
+
+const acmeDirectoryP: Parser<string> = (args, src, ctx) => {
+  const v = single(args, src, ctx);
+  if (v === undefined) return undefined;
+  const named = ACME_DIRECTORIES[v.trim().toLowerCase()];
+  if (named) return named;
+  return urlP(['https:'], 'ACME directory (production, staging or an https:// URL)')([v], src, ctx);
+};
+
+/** `off` (no HTTP listener: no HTTP-01, no redirect), a port or an address. */
+const acmeHttpPortP: Parser<string> = (args, src, ctx) => {
+  const v = single(args, src, ctx);
+  if (v === undefined) return undefined;
+  if (['off', 'none', 'false', '0'].includes(v.trim().toLowerCase())) return 'off';
+  return addrP([v], src, ctx);
+};
+
 export const PARSERS: { [K in SimpleKey]: Parser<Settings[K]> } = {
   publisherKey: keyP,
   publisherAlg: algP,
@@ -320,6 +372,13 @@ export const PARSERS: { [K in SimpleKey]: Parser<Settings[K]> } = {
   readTimeout: durationP,
   readHeaderTimeout: durationP,
   shutdownTimeout: durationP,
+  acmeDomains: acmeDomainsP,
+  acmeEmail: acmeEmailP,
+  acmeDirectory: acmeDirectoryP,
+  acmeCaRoot: stringP,
+  acmeDir: stringP,
+  acmeHttpPort: acmeHttpPortP,
+  acmeRenewBefore: durationP,
   logLevel: logLevelP,
   logFormat: logFormatP,
   metrics: boolP,

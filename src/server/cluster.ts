@@ -9,6 +9,8 @@ import { ConnectionLimiter, RateLimiter } from '../http/limits.js';
 import { exitOnSignals, hubOptionsFromConfig, logUiUrl, serveOptionsFromConfig } from './startup.js';
 import type { Logger } from '../observability/logger.js';
 import { serve, type RunningServer } from './server.js';
+import { startAcmeFromConfig } from './acme.js';
+import { shareCertificates, workerCertificates } from './acme-cluster.js';
 import { ClusterPrimaryRelay, ClusterWorkerTransport, clusterOps, workerPort } from '../transports/cluster/index.js';
 import { createTransport } from '../transports/index.js';
 
@@ -163,6 +165,15 @@ async function runPrimary(config: Config, options: ClusterOptions): Promise<Runn
     throw new ClusterStartError(`could not start: ${(err as Error).message}`, true);
   }
 
+  // The primary owns ACME (its HTTP listener, orders, renewals); workers serve its certificates.
+  let acme: Awaited<ReturnType<typeof startAcmeFromConfig>>;
+  try {
+    acme = await startAcmeFromConfig(config, log);
+  } catch (err) {
+    await relay.close().catch(() => {});
+    throw new ClusterStartError((err as Error).message, true);
+  }
+
   // Workers re-run this script with the same arguments, writing to the same stdout/stderr.
   cluster.setupPrimary({ silent: false });
 
@@ -182,6 +193,7 @@ async function runPrimary(config: Config, options: ClusterOptions): Promise<Runn
     slot.worker = worker;
     slot.startedAt = Date.now();
     slot.relayKey = relay.attach(workerPort(worker));
+    if (acme) shareCertificates(acme.slot, worker);
     let exited!: () => void;
     const exit = new Promise<void>((r) => (exited = r));
     exits.add(exit);
@@ -269,6 +281,7 @@ async function runPrimary(config: Config, options: ClusterOptions): Promise<Runn
   const close = (): Promise<void> => {
     closing ??= (async () => {
       await stopWorkers();
+      await acme?.close();
       await relay.close();
     })();
     return closing;
@@ -281,6 +294,8 @@ async function runPrimary(config: Config, options: ClusterOptions): Promise<Runn
   for (const slot of slots) fork(slot);
   try {
     await started;
+    // TLS-ALPN-01 is answered by the workers' listeners: the first order waits for them.
+    await acme?.ready().catch((err: unknown) => Promise.reject(new ClusterStartError((err as Error).message, true)));
   } catch (err) {
     await close().catch(() => {});
     throw err;
@@ -394,7 +409,8 @@ async function runWorker(config: Config, options: ClusterOptions): Promise<never
   };
   const tagged: QuicksilverHub = { ...local, handler };
   try {
-    server = await serve(tagged, serveOptionsFromConfig(config, log));
+    const certificates = config.server.acme ? await workerCertificates() : undefined;
+    server = await serve(tagged, { ...serveOptionsFromConfig(config, log), certificates });
   } catch (err) {
     return fatal(`cannot listen on ${config.server.addr}: ${(err as Error).message}`, true);
   }

@@ -11,6 +11,7 @@ import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import type { QuicksilverHub } from '../http/handler.js';
 import { rawSubscribeFront } from '../http/raw-http.js';
+import { type CertificateSlot, tlsFront } from './acme-tls.js';
 import type { Logger } from '../observability/logger.js';
 
 export interface ServeOptions {
@@ -34,6 +35,11 @@ export interface ServeOptions {
    */
   requestTimeout?: number | undefined;
   logger?: Logger | undefined;
+  /**
+   * Certificates obtained over ACME (instead of certFile/keyFile): served with TLS-ALPN-01
+   * challenges, and swapped in place on renewal, streams staying open (acme-tls.ts).
+   */
+  certificates?: CertificateSlot | undefined;
 }
 
 export interface RunningServer {
@@ -92,12 +98,13 @@ export async function serve(hub: QuicksilverHub, options: ServeOptions): Promise
   let scheme = 'http';
   const closers: Array<() => void> = [];
 
-  if (options.certFile && options.keyFile) {
+  const slot = options.certificates;
+  if ((options.certFile && options.keyFile) || slot) {
     scheme = 'https';
+    const pair = slot ? slot.certificate : { cert: readFileSync(options.certFile as string), key: readFileSync(options.keyFile as string) };
     const secure = http2.createSecureServer(
       {
-        cert: readFileSync(options.certFile),
-        key: readFileSync(options.keyFile),
+        ...pair,
         allowHTTP1: true,
         settings: { maxConcurrentStreams: 1000 },
       },
@@ -106,8 +113,17 @@ export async function serve(hub: QuicksilverHub, options: ServeOptions): Promise
     // HTTP/1.1 clients of the TLS port are served by node:http's machinery, reading these.
     Object.assign(secure, h1Timeouts);
     boundRequestBodies(secure, requestTimeout);
-    listener = secure;
-    closers.push(() => secure.close());
+    if (slot) {
+      // New handshakes get the renewed certificate; established connections keep theirs.
+      const off = slot.onChange((e) => {
+        if ('cert' in e) secure.setSecureContext({ cert: e.cert.cert, key: e.cert.key });
+      });
+      listener = net.createServer({ noDelay: true }, tlsFront(secure, slot, headersTimeout));
+      closers.push(off, () => secure.close());
+    } else {
+      listener = secure;
+      closers.push(() => secure.close());
+    }
   } else {
     const h1 = http.createServer({ ...h1Timeouts, keepAliveTimeout: 5_000 }, handler);
     // h1 never listens itself (the front below hands it connections), but node:http starts the
