@@ -192,7 +192,8 @@ describe.skipIf(!reachable)('Redis transport', () => {
   });
 
   it('resolves a reused id to its earliest occurrence still in the stream', async () => {
-    const t = make({ stream: newStream(), size: 10 });
+    // Reused ids are stored again only without deduplication (test/publish-dedupe.test.ts).
+    const t = make({ stream: newStream(), size: 10, dedupeWindow: 0 });
     await started(t);
     await t.dispatch(u('dup'));
     for (let i = 0; i < 5; i++) await t.dispatch(u(`f-${i}`));

@@ -72,7 +72,12 @@ export class Connection {
   run<T>(command: Promise<T>, ms = 0): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined;
+      let settled = false;
       const fail = (err: Error): void => {
+        // ioredis keeps the commands of a closed connection pending (it neither resends nor
+        // rejects them), so their own timeout fires later, on the next connection: ignore it.
+        if (settled) return;
+        settled = true;
         if (timer) clearTimeout(timer);
         this.inflight.delete(fail);
         reject(err);
@@ -82,6 +87,8 @@ export class Connection {
       if (ms > 0) timer = setTimeout(() => fail(new Error(`Redis did not answer within ${ms} ms`)), ms);
       command.then(
         (value) => {
+          if (settled) return;
+          settled = true;
           if (timer) clearTimeout(timer);
           this.inflight.delete(fail);
           resolve(value);
