@@ -14,6 +14,7 @@ import type { ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import { header, type Request, type Response } from './http-util.js';
 import { HUB_PATH } from '../core/subscription.js';
+import { uriReference } from './header-value.js';
 
 export const DEMO_PATH = `${HUB_PATH}/ui/demo`;
 export const DEFAULT_COOKIE_NAME = 'mercureAuthorization';
@@ -87,7 +88,7 @@ export function handleDemo(req: Request, res: Response, path: string, query: str
 
   let hubLink = `<${HUB_PATH}>; rel="mercure"`;
   if (options.cookieName !== DEFAULT_COOKIE_NAME) hubLink += `; cookie-name="${options.cookieName}"`;
-  const self = query ? `${path}?${query}` : path;
+  const self = uriReference(query ? `${path}?${query}` : path);
 
   const cookie = [`${options.cookieName}=${cookieValue(jwt)}`, `Path=${HUB_PATH}`];
   if (!jwt) cookie.push('Max-Age=0');

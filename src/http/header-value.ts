@@ -102,3 +102,18 @@ export function hostProblem(headers: Readonly<Record<string, string | string[] |
   }
   return null;
 }
+
+// RFC 3986 characters allowed in a URI reference, `%` included since the input is already encoded.
+const URI_CHAR = /[A-Za-z0-9\-._~:/?#[\]@!$&'()*+,;=%]/;
+
+/**
+ * A request path and query made fit for a URI-reference header (`Link: <…>`, `Location`): every
+ * character RFC 3986 does not allow is percent-encoded as UTF-8. HTTP/2 delivers `:path` with
+ * characters an HTTP/1.1 parser would refuse (spaces, `<`, `>`, `"`, non-ASCII), which would
+ * otherwise break out of the `<…>` of a Link or make the header unwritable.
+ */
+export function uriReference(s: string): string {
+  let out = '';
+  for (const ch of s) out += URI_CHAR.test(ch) ? ch : encodeURIComponent(ch.length === 1 && ch >= '\ud800' && ch <= '\udfff' ? '\ufffd' : ch);
+  return out;
+}

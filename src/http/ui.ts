@@ -13,6 +13,7 @@ import { SignJWT } from 'jose';
 import { DEMO_PATH, handleDemo } from './demo.js';
 import { hubUrl, send, type Request, type Response } from './http-util.js';
 import { HUB_PATH } from '../core/subscription.js';
+import { uriReference } from './header-value.js';
 
 export const UI_PATH = `${HUB_PATH}/ui`;
 
@@ -144,7 +145,7 @@ export function createUiHandler(options: UiOptions): UiHandler {
     }
     if (path === UI_PATH) {
       // Relative, so it also works behind a proxy that mounts the hub under a prefix.
-      send(res, 301, '', { Location: query ? `ui/?${query}` : 'ui/' });
+      send(res, 301, '', { Location: query ? `ui/?${uriReference(query)}` : 'ui/' });
       return true;
     }
     const rest = path.slice(UI_PATH.length);
