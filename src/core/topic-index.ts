@@ -12,6 +12,8 @@ interface PatternEntry {
  * URL pattern) is evaluated once per topic, however many subscribers share it. Patterns are
  * bucketed by their literal prefix, so a publish only evaluates those whose prefix the topic has.
  */
+const patternKey = (m: Matcher): string => `${m.kind}\u0000${m.source}`;
+
 // Shared by every index: a subscriber's `mark` must never match a round of another index.
 let rounds = 0;
 
@@ -34,48 +36,41 @@ export class TopicIndex {
   }
 
   add(sub: Subscriber): void {
-    for (const m of this.matchersOf(sub)) {
-      if (m.kind === 'wildcard') {
-        this.wildcard.add(sub);
-      } else if (m.literal) {
-        let set = this.exact.get(m.source);
-        if (!set) this.exact.set(m.source, (set = new Set()));
-        set.add(sub);
-      } else {
-        const key = `${m.kind}\u0000${m.source}`;
-        let entry = this.patterns.get(key);
-        if (!entry) {
-          entry = { matcher: m, subscribers: new Set() };
-          this.patterns.set(key, entry);
-          this.addPrefix(entry);
-        }
-        entry.subscribers.add(sub);
-      }
-    }
+    for (const m of this.matchersOf(sub)) this.slotOf(m, true)!.add(sub);
   }
 
   remove(sub: Subscriber): void {
     for (const m of this.matchersOf(sub)) {
-      if (m.kind === 'wildcard') {
-        this.wildcard.delete(sub);
-      } else if (m.literal) {
-        const set = this.exact.get(m.source);
-        if (set) {
-          set.delete(sub);
-          if (set.size === 0) this.exact.delete(m.source);
-        }
+      const set = this.slotOf(m, false);
+      if (!set) continue;
+      set.delete(sub);
+      if (set.size > 0 || m.kind === 'wildcard') continue;
+      if (m.literal) {
+        this.exact.delete(m.source);
       } else {
-        const key = `${m.kind}\u0000${m.source}`;
-        const entry = this.patterns.get(key);
-        if (entry) {
-          entry.subscribers.delete(sub);
-          if (entry.subscribers.size === 0) {
-            this.patterns.delete(key);
-            this.removePrefix(entry);
-          }
-        }
+        const key = patternKey(m);
+        this.removePrefix(this.patterns.get(key)!);
+        this.patterns.delete(key);
       }
     }
+  }
+
+  /** The set of subscribers a matcher files them under; created when `create` is set. */
+  private slotOf(m: Matcher, create: boolean): Set<Subscriber> | undefined {
+    if (m.kind === 'wildcard') return this.wildcard;
+    if (m.literal) {
+      let set = this.exact.get(m.source);
+      if (!set && create) this.exact.set(m.source, (set = new Set()));
+      return set;
+    }
+    const key = patternKey(m);
+    let entry = this.patterns.get(key);
+    if (!entry && create) {
+      entry = { matcher: m, subscribers: new Set() };
+      this.patterns.set(key, entry);
+      this.addPrefix(entry);
+    }
+    return entry?.subscribers;
   }
 
   /**

@@ -18,61 +18,59 @@ export interface IpcPort {
   onDisconnect(listener: () => void): () => void;
 }
 
-/** The port of a cluster worker, seen from the primary. */
-export function workerPort(worker: Worker): IpcPort {
+/** What both ends of the channel are: an emitter of 'message' and 'disconnect' that can send. */
+interface Channel {
+  on(event: 'message', listener: (message: unknown) => void): unknown;
+  off(event: 'message' | 'disconnect', listener: (...args: never[]) => void): unknown;
+  once(event: 'disconnect', listener: () => void): unknown;
+}
+
+function channelPort(channel: Channel, isConnected: () => boolean, write: (message: unknown, cb: (err: Error | null) => void) => void, gone: string): IpcPort {
   return {
     get connected() {
-      return worker.isConnected();
+      return isConnected();
     },
     send(message, done) {
-      if (!worker.isConnected()) {
-        done?.(new Error('worker disconnected'));
+      if (!isConnected()) {
+        done?.(new Error(gone));
         return;
       }
       try {
-        worker.send(message as never, undefined as never, (err: Error | null) => done?.(err ?? null));
+        write(message, (err) => done?.(err ?? null));
       } catch (err) {
         done?.(err as Error);
       }
     },
     onMessage(listener) {
-      worker.on('message', listener);
-      return () => worker.off('message', listener);
+      channel.on('message', listener);
+      return () => channel.off('message', listener);
     },
     onDisconnect(listener) {
-      worker.once('disconnect', listener);
-      return () => worker.off('disconnect', listener);
+      channel.once('disconnect', listener);
+      return () => channel.off('disconnect', listener);
     },
   };
+}
+
+/** The port of a cluster worker, seen from the primary. */
+export function workerPort(worker: Worker): IpcPort {
+  return channelPort(
+    worker as unknown as Channel,
+    () => worker.isConnected(),
+    (message, cb) => worker.send(message as never, undefined as never, cb),
+    'worker disconnected',
+  );
 }
 
 /** The port of this process to its parent (the cluster primary). Throws without an IPC channel. */
 export function processPort(): IpcPort {
   if (typeof process.send !== 'function') throw new Error('the cluster transport needs an IPC channel to the primary process');
-  return {
-    get connected() {
-      return process.connected;
-    },
-    send(message, done) {
-      if (!process.connected || !process.send) {
-        done?.(new Error('primary disconnected'));
-        return;
-      }
-      try {
-        process.send(message, undefined, {}, (err: Error | null) => done?.(err ?? null));
-      } catch (err) {
-        done?.(err as Error);
-      }
-    },
-    onMessage(listener) {
-      process.on('message', listener);
-      return () => process.off('message', listener);
-    },
-    onDisconnect(listener) {
-      process.once('disconnect', listener);
-      return () => process.off('disconnect', listener);
-    },
-  };
+  return channelPort(
+    process as unknown as Channel,
+    () => process.connected && typeof process.send === 'function',
+    (message, cb) => process.send!(message, undefined, {}, cb),
+    'primary disconnected',
+  );
 }
 
 const ignore = (): void => {};

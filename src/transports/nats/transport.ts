@@ -546,17 +546,10 @@ export class NatsTransport implements Transport {
 
   // ---------------------------------------------------------------- presence
 
-  addSubscriptions(records: readonly SubscriptionRecord[]): Promise<void> {
-    return this.presence.add(records);
-  }
-
-  removeSubscriptions(records: readonly SubscriptionRecord[]): Promise<void> {
-    return this.presence.remove(records);
-  }
-
-  listSubscriptions(): Promise<SubscriptionRecord[]> {
-    return this.presence.list();
-  }
+  // The Transport interface's presence calls, kept by the presence class.
+  readonly addSubscriptions = (records: readonly SubscriptionRecord[]): Promise<void> => this.presence.add(records);
+  readonly removeSubscriptions = (records: readonly SubscriptionRecord[]): Promise<void> => this.presence.remove(records);
+  readonly listSubscriptions = (): Promise<SubscriptionRecord[]> => this.presence.list();
 
   // ---------------------------------------------------------------- close
 

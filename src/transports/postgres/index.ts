@@ -31,14 +31,8 @@
 import { randomUUID } from 'node:crypto';
 import type { ClientConfig } from 'pg';
 import type { Logger } from '../../observability/logger.js';
-import {
-  DEFAULT_DEDUPE_WINDOW,
-  TransportUnavailableError,
-  type DispatchResult,
-  type SubscriptionRecord,
-  type Transport,
-  type TransportHealth,
-} from '../../core/transport.js';
+import { DEFAULT_DEDUPE_WINDOW, TransportUnavailableError } from '../../core/transport.js';
+import type { DispatchResult, SubscriptionRecord, Transport, TransportHealth } from '../../core/transport.js';
 import type { StoredUpdate, Update } from '../../core/update.js';
 import { PostgresFanout } from './fanout.js';
 import { PostgresHistory } from './history.js';
@@ -213,17 +207,10 @@ export class PostgresTransport implements Transport {
   // ---------------------------------------------------------------------------------------------
   // Presence (see presence.ts)
 
-  addSubscriptions(records: readonly SubscriptionRecord[]): Promise<void> {
-    return this.presence.addSubscriptions(records);
-  }
-
-  removeSubscriptions(records: readonly SubscriptionRecord[]): Promise<void> {
-    return this.presence.removeSubscriptions(records);
-  }
-
-  listSubscriptions(): Promise<SubscriptionRecord[]> {
-    return this.presence.listSubscriptions();
-  }
+  // The Transport interface's presence calls, kept by the presence class.
+  readonly addSubscriptions = (records: readonly SubscriptionRecord[]): Promise<void> => this.presence.addSubscriptions(records);
+  readonly removeSubscriptions = (records: readonly SubscriptionRecord[]): Promise<void> => this.presence.removeSubscriptions(records);
+  readonly listSubscriptions = (): Promise<SubscriptionRecord[]> => this.presence.listSubscriptions();
 }
 
 /**

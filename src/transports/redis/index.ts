@@ -40,14 +40,8 @@
 import { randomUUID } from 'node:crypto';
 import type { RedisOptions } from 'ioredis';
 import type { Logger } from '../../observability/logger.js';
-import {
-  DEFAULT_DEDUPE_WINDOW,
-  TransportUnavailableError,
-  type DispatchResult,
-  type SubscriptionRecord,
-  type Transport,
-  type TransportHealth,
-} from '../../core/transport.js';
+import { DEFAULT_DEDUPE_WINDOW, TransportUnavailableError } from '../../core/transport.js';
+import type { DispatchResult, SubscriptionRecord, Transport, TransportHealth } from '../../core/transport.js';
 import type { StoredUpdate, Update } from '../../core/update.js';
 import { Connection, PAGE, sleep } from './connection.js';
 import { entryFields, entryUpdateId, parseEntry } from './entry.js';
@@ -228,6 +222,12 @@ export class RedisTransport implements Transport {
     }
   }
 
+  // The Transport interface's presence calls, kept by the presence class.
+  readonly addSubscriptions = (records: readonly SubscriptionRecord[]): Promise<void> => this.presence.addSubscriptions(records);
+  readonly removeSubscriptions = (records: readonly SubscriptionRecord[]): Promise<void> => this.presence.removeSubscriptions(records);
+  /** Every node's records; records of nodes whose heartbeat lapsed are skipped and deleted. */
+  readonly listSubscriptions = (): Promise<SubscriptionRecord[]> => this.presence.listSubscriptions();
+
   async dispatch(update: Update): Promise<DispatchResult> {
     if (this.closed) throw new TransportUnavailableError('Redis transport closed', { stored: 'no' });
     if (this.lastId === undefined) {
@@ -336,19 +336,6 @@ export class RedisTransport implements Transport {
     } finally {
       this.ticking = false;
     }
-  }
-
-  addSubscriptions(records: readonly SubscriptionRecord[]): Promise<void> {
-    return this.presence.addSubscriptions(records);
-  }
-
-  removeSubscriptions(records: readonly SubscriptionRecord[]): Promise<void> {
-    return this.presence.removeSubscriptions(records);
-  }
-
-  /** Every node's records; records of nodes whose heartbeat lapsed are skipped and deleted. */
-  listSubscriptions(): Promise<SubscriptionRecord[]> {
-    return this.presence.listSubscriptions();
   }
 
   async close(): Promise<void> {
