@@ -260,6 +260,7 @@ export const HUB_DIRECTIVES: Record<string, Handler> = {
   dispatch_timeout: simple('dispatchTimeout'),
   transport: transportHandler,
   transport_url: simple('transportUrl'),
+  dedupe_window: simple('dedupeWindow'),
   ui: simple('ui'),
   demo: simple('demo'),
   legacy_hub_path: simple('legacyHubPath'),
@@ -292,6 +293,8 @@ export const HUB_DIRECTIVES: Record<string, Handler> = {
   acme_http_port: simple('acmeHttpPort'),
   acme_renew_before: simple('acmeRenewBefore'),
   worker_header: simple('workerHeader'),
+  h2_ping_interval: simple('h2PingInterval'),
+  h2_ping_timeout: simple('h2PingTimeout'),
 };
 
 

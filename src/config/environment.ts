@@ -34,6 +34,7 @@ const LEGACY_ENV: ReadonlyArray<readonly [string, readonly SimpleKey[]]> = [
   ['METRICS_ENABLED', ['metrics']],
   ['LOG_FORMAT', ['logFormat']],
   ['HISTORY_SIZE', ['historySize']],
+  ['QUICKSILVER_DEDUPE_WINDOW', ['dedupeWindow']],
   // The pre-Caddy hub's own automatic HTTPS.
   ['ACME_HOSTS', ['acmeDomains']],
   ['ACME_CERT_DIR', ['acmeDir']],

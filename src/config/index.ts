@@ -84,7 +84,8 @@ function checkReadable(v: Val<string>, ctx: Ctx): string | undefined {
  *   `protocol_version_compatibility 7|8`, `subscriber_buffer_size`, `max_topics`,
  *   `token_cache_size`, `workers <n|auto>`, `legacy_hub_path` (also serve the hub at `/hub`),
  *   `acme_domain` (repeatable), `acme_email`, `acme_directory`, `acme_ca_root`, `acme_dir`,
- *   `acme_http_port`, `acme_renew_before` (docs/acme.md); accepted with a warning: `topic_selector_cache`, `topic_matcher_cache`,
+ *   `acme_http_port`, `acme_renew_before` (docs/acme.md), `h2_ping_interval`, `h2_ping_timeout`
+ *   (HTTP/2 PINGs on silent sessions, 0 = off); accepted with a warning: `topic_selector_cache`, `topic_matcher_cache`,
  *   `subscriber_list_cache_size`, `name`.
  * - Legacy environment: `JWT_KEY`, `JWT_ALGORITHM` (both roles), `PUBLISHER_JWT_KEY`,
  *   `PUBLISHER_JWT_ALGORITHM`, `SUBSCRIBER_JWT_KEY`, `SUBSCRIBER_JWT_ALGORITHM`, `ADDR`,
@@ -158,6 +159,9 @@ export function loadConfig(input: ConfigInput): ConfigResult {
     }
   }
 
+  // A zero ack timeout would close every session at its first PING: 0 only turns PINGs off.
+  if (s.h2PingTimeout && s.h2PingTimeout.value === 0) ctx.errors.push(`${s.h2PingTimeout.source}: must be longer than 0 (set the PING interval to 0s to turn PINGs off)`);
+
   // --- TLS and address ----------------------------------------------------------------------
   let certFile: string | undefined;
   let keyFile: string | undefined;
@@ -187,6 +191,16 @@ export function loadConfig(input: ConfigInput): ConfigResult {
 
   // --- transport --------------------------------------------------------------------------
   let transportUrl = s.transportUrl?.value ?? DEFAULT_TRANSPORT_URL;
+  if (s.dedupeWindow) {
+    // Every transport reads the window from its URL; the setting is a default the URL overrides.
+    const query = transportUrl.includes('?') ? transportUrl.slice(transportUrl.indexOf('?') + 1) : '';
+    if (!new URLSearchParams(query).has('dedupe_window')) {
+      const sep = !transportUrl.includes('?') ? '?' : /[?&]$/.test(transportUrl) ? '' : '&';
+      transportUrl += `${sep}dedupe_window=${s.dedupeWindow.value}ms`;
+    } else {
+      ctx.warnings.push(`${s.dedupeWindow.source}: ignored (the transport URL already sets dedupe_window)`);
+    }
+  }
   if (s.historySize) {
     const scheme = transportUrl.slice(0, transportUrl.indexOf(':')).toLowerCase();
     const query = transportUrl.includes('?') ? transportUrl.slice(transportUrl.indexOf('?') + 1) : '';
@@ -245,6 +259,8 @@ export function loadConfig(input: ConfigInput): ConfigResult {
     readTimeout: s.readTimeout?.value,
     readHeaderTimeout: s.readHeaderTimeout?.value,
     shutdownTimeout: s.shutdownTimeout?.value ?? 10_000,
+    h2PingInterval: s.h2PingInterval?.value,
+    h2PingTimeout: s.h2PingTimeout?.value,
     acme,
   });
 

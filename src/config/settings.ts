@@ -42,6 +42,7 @@ export interface Settings {
   dispatchTimeout: number;
   transportUrl: string;
   historySize: number;
+  dedupeWindow: number;
   ui: boolean;
   demo: boolean;
   legacyHubPath: boolean;
@@ -62,6 +63,8 @@ export interface Settings {
   readTimeout: number;
   readHeaderTimeout: number;
   shutdownTimeout: number;
+  h2PingInterval: number;
+  h2PingTimeout: number;
   acmeDomains: string[];
   acmeEmail: string;
   acmeDirectory: string;
