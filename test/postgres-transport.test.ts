@@ -337,3 +337,22 @@ describe.skipIf(!up)('postgres transport', () => {
     expect(parseDuration('2', 1000)).toBe(2000);
   });
 });
+
+describe.runIf(up)('PostgreSQL sessions of a hub', () => {
+  it('are ended by the server when left idle in a transaction (a hub cut off mid-write releases the write lock)', async () => {
+    const t = new PostgresTransport({ connectionString: URL_, table: newTable(), logger: silent, queryTimeout: 400 });
+    // The transport's own connection settings, on a connection of the test's: the server enforces them.
+    const c = new pg.Client(t.clientConfig);
+    c.on('error', () => {});
+    await c.connect();
+    try {
+      expect((await c.query('SHOW idle_in_transaction_session_timeout')).rows[0].idle_in_transaction_session_timeout).toBe('1s');
+      await c.query('BEGIN');
+      await new Promise((r) => setTimeout(r, 1500));
+      await expect(c.query('SELECT 1')).rejects.toThrow(/idle-in-transaction|terminat|connection error/i);
+    } finally {
+      await c.end().catch(() => {});
+      await t.close();
+    }
+  });
+});

@@ -41,6 +41,7 @@ import { describeTarget, PostgresPool } from './pool.js';
 import { PostgresPresence } from './presence.js';
 import { PostgresWriter } from './publish.js';
 import { checkTable, ensureSchema, fnv1a, tableNames, type Tables } from './schema.js';
+import { PostgresWebhookStore } from './webhook-state.js';
 
 export { isUnavailableError } from './errors.js';
 export { parseDuration, type PostgresTransportOptions } from './options.js';
@@ -70,6 +71,8 @@ export class PostgresTransport implements Transport {
   private readonly fanout: PostgresFanout;
   private readonly store: PostgresHistory;
   private readonly presence: PostgresPresence;
+  /** Webhook registrations, cursors and leases, in tables next to the updates (webhook-state.ts). */
+  readonly webhooks: PostgresWebhookStore;
 
   private started = false;
   private closed = false;
@@ -92,11 +95,17 @@ export class PostgresTransport implements Transport {
     const nodeTimeout = Math.max(this.heartbeatInterval * 2, options.nodeTimeout ?? 15_000);
 
     const connectTimeout = options.connectTimeout ?? 2000;
+    // As Redis' command_timeout: the first publish after a silent cut waits this long for its 503.
+    const queryTimeout = options.queryTimeout ?? 5000;
     this.clientConfig = {
       ...(options.connectionString ? { connectionString: options.connectionString } : {}),
       application_name: options.applicationName ?? 'quicksilver',
       connectionTimeoutMillis: connectTimeout,
-      query_timeout: options.queryTimeout ?? 15_000,
+      query_timeout: queryTimeout,
+      // A hub cut off mid-transaction must not hold the cluster-wide write lock until the server
+      // notices the dead socket: the server ends such a session itself, after twice the longest a
+      // healthy hub waits for an answer.
+      ...(options.connectionString?.includes('options=') ? {} : { options: `-c idle_in_transaction_session_timeout=${Math.max(1000, 2 * queryTimeout)}` }),
       keepAlive: true,
       keepAliveInitialDelayMillis: 10_000,
     };
@@ -112,6 +121,7 @@ export class PostgresTransport implements Transport {
     this.fanout = new PostgresFanout(this.clientConfig, channel, this.q.updates, this.log, isClosed);
     this.store = new PostgresHistory(this.db, this.q.updates, this.lockKey, { size, maxAge, retentionGrace });
     this.presence = new PostgresPresence(this.db, this.q, this.nodeId, nodeTimeout);
+    this.webhooks = new PostgresWebhookStore(this.db.pool, this.table);
   }
 
   // ---------------------------------------------------------------------------------------------
