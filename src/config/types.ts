@@ -30,6 +30,13 @@ export interface ServerConfig {
   readHeaderTimeout?: number;
   /** How long to drain connections on SIGTERM/SIGINT before closing them, in ms. Default 10 000. */
   shutdownTimeout: number;
+  /**
+   * HTTP/2: PING a session nothing was read from for this long, in ms; 0 = never. Undefined = the
+   * server's default (30 000). How subscriptions of an h2 peer that silently vanished end.
+   */
+  h2PingInterval?: number;
+  /** HTTP/2: close a session whose PING is not acknowledged within this, in ms. Default 15 000. */
+  h2PingTimeout?: number;
   /** Automatic HTTPS: certificates from an ACME CA instead of `certFile`/`keyFile` (docs/acme.md). */
   acme?: AcmeConfig;
 }

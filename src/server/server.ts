@@ -12,6 +12,7 @@ import type { AddressInfo } from 'node:net';
 import type { QuicksilverHub } from '../http/handler.js';
 import { rawSubscribeFront } from '../http/raw-http.js';
 import { type CertificateSlot, tlsFront } from './acme-tls.js';
+import { keepSessionsAlive } from './h2-keepalive.js';
 import type { Logger } from '../observability/logger.js';
 
 export interface ServeOptions {
@@ -35,6 +36,13 @@ export interface ServeOptions {
    */
   requestTimeout?: number | undefined;
   logger?: Logger | undefined;
+  /**
+   * HTTP/2: a session the peer has been silent on for this long is sent a PING, in ms; 0 = never.
+   * Default 30 000. This is how a vanished h2 peer's subscriptions end (h2-keepalive.ts).
+   */
+  h2PingInterval?: number | undefined;
+  /** HTTP/2: a session whose PING is not acknowledged within this is closed, in ms. Default 15 000. */
+  h2PingTimeout?: number | undefined;
   /**
    * Certificates obtained over ACME (instead of certFile/keyFile): served with TLS-ALPN-01
    * challenges, and swapped in place on renewal, streams staying open (acme-tls.ts).
@@ -94,6 +102,7 @@ export async function serve(hub: QuicksilverHub, options: ServeOptions): Promise
   // often enough to hold. Only connections still reading a request are visited.
   const checkEvery = Math.max(100, Math.min(1000, Math.floor(Math.min(headersTimeout || Infinity, requestTimeout || Infinity) / 4)));
   const h1Timeouts = { headersTimeout, requestTimeout, connectionsCheckingInterval: checkEvery };
+  const h2Pings = { interval: options.h2PingInterval ?? 30_000, timeout: options.h2PingTimeout ?? 15_000, logger: options.logger };
   let listener: net.Server;
   let scheme = 'http';
   const closers: Array<() => void> = [];
@@ -113,6 +122,7 @@ export async function serve(hub: QuicksilverHub, options: ServeOptions): Promise
     // HTTP/1.1 clients of the TLS port are served by node:http's machinery, reading these.
     Object.assign(secure, h1Timeouts);
     boundRequestBodies(secure, requestTimeout);
+    keepSessionsAlive(secure, h2Pings);
     if (slot) {
       // New handshakes get the renewed certificate; established connections keep theirs.
       const off = slot.onChange((e) => {
@@ -133,6 +143,7 @@ export async function serve(hub: QuicksilverHub, options: ServeOptions): Promise
     if (options.h2c) {
       const h2 = http2.createServer({ settings: { maxConcurrentStreams: 1000 } }, handler as never);
       boundRequestBodies(h2, requestTimeout);
+      keepSessionsAlive(h2, h2Pings);
       const rawFront = rawSubscribeFront(handler, h1, headersTimeout);
       // One port, two protocols: a connection starting with the HTTP/2 preface goes to h2.
       const front = net.createServer((socket) => {

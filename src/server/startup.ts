@@ -53,6 +53,8 @@ export function serveOptionsFromConfig(config: Config, logger: Logger): ServeOpt
     shutdownTimeout: config.server.shutdownTimeout,
     headersTimeout: config.server.readHeaderTimeout,
     requestTimeout: config.server.readTimeout,
+    h2PingInterval: config.server.h2PingInterval,
+    h2PingTimeout: config.server.h2PingTimeout,
     logger,
   };
 }
