@@ -1,5 +1,5 @@
 // The ceiling: a bare SSE broadcaster with no protocol, no auth, no routing.
-//   node bench/bare.mjs --port P [--procs N] [--mode net|http] [--heartbeat ms] [--no-coalesce]
+//   node bench/bare.mjs --port P [--procs N] [--mode net|http] [--heartbeat ms] [--no-coalesce] [--ack-first]
 // mode net (default): node:net, hand-written HTTP heads, pre-framed SSE bytes written to every socket.
 // mode http: the same over plain node:http (a reference point for per-connection memory).
 // GET /sub?topic=T     → a 200 event stream on topic T (a Last-Event-ID replays later frames)
@@ -22,6 +22,11 @@ const procs = Number(opt('procs', '1'));
 const mode = opt('mode', 'net');
 const heartbeat = Number(opt('heartbeat', '40000'));
 const coalesce = !args.includes('--no-coalesce');
+// Without coalescing a publish is written to every stream before its 200 is sent; --ack-first
+// sends the 200 first (as the coalescing mode and the hub do), a diagnostic: a sequential
+// publisher waits for the 200, so when it is sent decides whether the next publish arrives
+// during a fan-out (and waits for it) or after it.
+const ackFirst = args.includes('--ack-first');
 const HISTORY = 100_000;
 
 if (cluster.isPrimary && procs > 1) {
@@ -167,8 +172,11 @@ if (cluster.isPrimary && procs > 1) {
             if (buf.length < he + 4 + cl) return;
             const body = Buffer.from(buf.slice(he + 4, he + 4 + cl), 'latin1').toString('utf8');
             buf = buf.slice(he + 4 + cl);
-            const id = publishBody(topicOf(head.slice(0, head.indexOf('\r\n'))), body);
-            sock.write(`HTTP/1.1 200 OK\r\nContent-Length: ${Buffer.byteLength(id)}\r\n\r\n${id}`);
+            const nl = body.indexOf('\n');
+            const ack = `HTTP/1.1 200 OK\r\nContent-Length: ${Buffer.byteLength(body.slice(0, nl))}\r\n\r\n${body.slice(0, nl)}`;
+            if (ackFirst) sock.write(ack);
+            publishBody(topicOf(head.slice(0, head.indexOf('\r\n'))), body);
+            if (!ackFirst) sock.write(ack);
             continue;
           }
           buf = '';

@@ -459,7 +459,8 @@ function fetchRequest(a, ep, seq, t) {
   const id = `${a.idPrefix}${seq}`;
   const base = `http://${ep.host}:${ep.port}`;
   const sec = Math.floor(Date.now() / 1000);
-  const token = signJwt({ mercure: { publish: ['*'] }, iat: sec, exp: sec + 300, jti: `${process.pid}-${seq}-${Math.random().toString(36).slice(2, 10)}` }, a.jwtKey ?? 'unused');
+  // oneToken (a diagnostic variant): the same token on every request, as the pool publisher does.
+  const token = a.oneToken && a.token ? a.token : signJwt({ mercure: { publish: ['*'] }, iat: sec, exp: sec + 300, jti: `${process.pid}-${seq}-${Math.random().toString(36).slice(2, 10)}` }, a.jwtKey ?? 'unused');
   const auth = `Bearer ${token}`;
   if (a.format === 'mercure') {
     let body = `topic=${encodeURIComponent(a.topic)}&data=${encodeURIComponent(data)}`;

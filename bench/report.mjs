@@ -49,20 +49,23 @@ export function evaluateTargets(res) {
     const hubs = (s.latency.results ?? []).filter((r) => r.name.startsWith('quicksilver') && !r.skipped && !r.failed);
     const parts = [];
     let worst = null;
-    let measured = 0;
-    for (const ref of ['bare', 'bare-uncoalesced']) {
-      const b = find(s.latency.results, ref);
-      if (!b) continue;
-      for (const q of hubs) {
-        for (const pair of latencyPairsBy(q, b, 'sequential')) {
-          measured++;
-          const w = Math.max(pair.p50Ratio ?? 0, pair.p99Ratio ?? 0);
-          if (worst === null || w > worst) worst = w;
-          parts.push(`${q.name} ${pair.rate}/s vs ${ref}: p50 ${pair.p50Ratio}×, p99 ${pair.p99Ratio}×`);
+    for (const q of hubs) {
+      let w50 = null;
+      let w99 = null;
+      for (const ref of ['bare', 'bare-uncoalesced']) {
+        const b = find(s.latency.results, ref);
+        if (!b) continue;
+        for (const p of latencyPairsBy(q, b, 'sequential')) {
+          const where = `${p.rate}/s vs ${ref === 'bare' ? 'bare' : 'bare/frame'}`;
+          if (p.p50Ratio !== null && (w50 === null || p.p50Ratio > w50.r)) w50 = { r: p.p50Ratio, where };
+          if (p.p99Ratio !== null && (w99 === null || p.p99Ratio > w99.r)) w99 = { r: p.p99Ratio, where };
         }
       }
+      if (!w50 || !w99) continue;
+      worst = Math.max(worst ?? 0, w50.r, w99.r);
+      parts.push(`${q.name}: worst p50 ${w50.r}× (${w50.where}), worst p99 ${w99.r}× (${w99.where})`);
     }
-    add('latency-vs-bare', 'p50 and p99 ≤1.3× both bare broadcasters (sequential fetch publisher), --workers 1 and default configuration', measured ? `worst ${worst}×; ${parts.join('; ')}` : 'no rate sustained by both', measured ? worst <= 1.3 : null);
+    add('latency-vs-bare', 'p50 and p99 ≤1.3× both bare broadcasters at every rate (sequential fetch publisher), --workers 1 and default configuration', parts.length ? parts.join('; ') : 'no rate sustained by both', worst === null ? null : worst <= 1.3);
     const nc = find(s.latency.results, 'nchan');
     const q1 = hubs.find((r) => r.name === 'quicksilver');
     if (q1 && nc) {
@@ -196,7 +199,7 @@ export function renderTables(res) {
     const rows = [];
     for (const r of s.latency.results) {
       if (r.skipped || r.failed) {
-        rows.push(skippedRow(r, 16));
+        rows.push(skippedRow(r, 17));
         continue;
       }
       for (const st of r.stages) {
@@ -208,6 +211,7 @@ export function renderTables(res) {
           r.name,
           st.publisher,
           `${st.rate}/s`,
+          st.achievedRate ?? '–',
           st.latencyMs.p50,
           st.latencyMs.p99,
           st.latencyMs.max,
@@ -224,7 +228,7 @@ export function renderTables(res) {
         ]);
       }
     }
-    parts.push(table(['target', 'publisher', 'rate', 'p50 ms', 'p99 ms', 'max ms', 'p50×bare', 'p99×bare', 'p50×bare/frame', 'p99×bare/frame', 'p50×nchan', 'p99×nchan', 'POST p50 ms', 'behind ms', 'cores', 'sustained'], rows));
+    parts.push(table(['target', 'publisher', 'rate', 'sent/s', 'p50 ms', 'p99 ms', 'max ms', 'p50×bare', 'p99×bare', 'p50×bare/frame', 'p99×bare/frame', 'p50×nchan', 'p99×nchan', 'POST p50 ms', 'behind ms', 'cores', 'sustained'], rows));
     const labels = s.latency.results.filter((r) => r.label).map((r) => `${r.name}: ${r.label}`);
     if (labels.length) parts.push(labels.join('\n'));
   }

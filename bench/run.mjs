@@ -30,7 +30,8 @@ const USAGE = `Usage: node bench/run.mjs [options]
   --latency-updates N     updates per rate and publisher in the latency scenario (default 100)
   --latency-subscribers N latency scenario subscribers (default: --subscribers)
   --publishers a,b        latency scenario publishers: sequential (fetch, one request at a time,
-                          a fresh token each), pool (8 raw keep-alive connections, one token)
+                          a fresh token each), pool (8 raw keep-alive connections, one token);
+                          diagnostic variants: sequential-onetoken, pool-1
   --workers N             hub processes (--workers N cluster, or N shards if the cluster mode
                           is unavailable); default: enough for the subscriber count (idle,
                           targeted) and 1 for the other scenarios
@@ -197,7 +198,7 @@ async function main() {
   log(`Quicksilver benchmark${opts.quick ? ' (quick)' : ''}: ${meta.machine.cores} cores, ${meta.machine.memGiB} GiB, Node ${meta.machine.node}, kernel ${meta.machine.kernel}, open files ≤ ${meta.machine.fileLimit}`);
   log(`scenarios: ${opts.scenarios.join(', ')}; Pushpin: ${meta.pushpin ?? 'not installed (skipped; bench/install-pushpin.sh)'}; Nchan: ${meta.nchan ?? 'not installed (skipped; bench/install-nchan.sh)'}`);
   const pre = foreignLoad();
-  await sleep(1000);
+  await sleep(opts.quick ? 300 : 1000);
   meta.foreignCoresBefore = pre.stop();
   if (meta.foreignCoresBefore > 0.2) log(`WARNING: other processes use ${meta.foreignCoresBefore} cores of ${meta.machine.cores}: figures will be skewed`);
   const needsMulti = (opts.workers ?? 1) > 1 || (!opts.quick && opts.scenarios.some((s) => s === 'idle' || s === 'targeted'));

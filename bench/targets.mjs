@@ -30,6 +30,9 @@ export const HUB_PATH = '/.well-known/mercure';
 
 const ep = (port) => ({ host: '127.0.0.1', port });
 
+/** BENCH_PRELOAD=<file>: a diagnostic module (bench/hub-timeline.mjs) loaded into the hub and the bare broadcaster. */
+const PRELOAD = process.env.BENCH_PRELOAD ? ['--import', path.resolve(process.env.BENCH_PRELOAD)] : [];
+
 // ------------------------------------------------------------------------------------------------
 // Quicksilver
 // ------------------------------------------------------------------------------------------------
@@ -43,6 +46,7 @@ export function setHubDir(dir) {
 /** Starts one hub process (which may fork its own workers). */
 async function startHubProcess({ port, transport, heartbeat, anonymous = true, workers, nodeArgs = [], env = {}, timeout = 20000, defaults = false }) {
   const args = [
+    ...PRELOAD,
     ...nodeArgs,
     path.join(hubDir, 'dist/cli.js'),
     '--addr', `127.0.0.1:${port}`,
@@ -219,15 +223,15 @@ export async function startQuicksilver({ procs = 1, transport = 'memory', heartb
 // ------------------------------------------------------------------------------------------------
 
 /** @returns {Promise<Target>} */
-export async function startBare({ procs = 1, mode = 'net', heartbeat = 40000, coalesce = true }) {
+export async function startBare({ procs = 1, mode = 'net', heartbeat = 40000, coalesce = true, ackFirst = false }) {
   const port = await freePort();
-  const proc = spawnTracked(process.execPath, [path.join(BENCH_DIR, 'bare.mjs'), '--port', String(port), '--procs', String(procs), '--mode', mode, '--heartbeat', String(heartbeat), ...(coalesce ? [] : ['--no-coalesce'])]);
+  const proc = spawnTracked(process.execPath, [...PRELOAD, path.join(BENCH_DIR, 'bare.mjs'), '--port', String(port), '--procs', String(procs), '--mode', mode, '--heartbeat', String(heartbeat), ...(coalesce ? [] : ['--no-coalesce']), ...(ackFirst ? ['--ack-first'] : [])]);
   await waitHttp(port, { path: '/healthz', alive: proc.alive });
   if (procs > 1) await sleep(300 * procs); // every worker listening
   const root = /** @type {number} */ (proc.child.pid);
   return {
-    name: mode === 'net' ? (coalesce ? 'bare' : 'bare-uncoalesced') : 'bare-http',
-    label: `${mode === 'net' ? 'bare node:net broadcaster' : 'plain node:http SSE server'}${coalesce ? '' : ', one write per frame'}${procs > 1 ? ` (${procs} processes)` : ''}`,
+    name: mode === 'net' ? (coalesce ? 'bare' : ackFirst ? 'bare-uncoalesced-ackfirst' : 'bare-uncoalesced') : 'bare-http',
+    label: `${mode === 'net' ? 'bare node:net broadcaster' : 'plain node:http SSE server'}${coalesce ? '' : `, one write per frame, 200 sent ${ackFirst ? 'before' : 'after'} the fan-out`}${procs > 1 ? ` (${procs} processes)` : ''}`,
     topology: procs > 1 ? 'cluster' : 'single',
     procs,
     subEndpoints: [ep(port)],
