@@ -1,4 +1,5 @@
 import type { StoredUpdate, Update } from './update.js';
+import type { WebhookStore } from './webhook-store.js';
 
 /** What the subscriptions API lists about one subscription, wherever its subscriber is connected. */
 export interface SubscriptionRecord {
@@ -75,6 +76,12 @@ export interface Transport {
   addSubscriptions?(records: readonly SubscriptionRecord[]): Promise<void>;
   removeSubscriptions?(records: readonly SubscriptionRecord[]): Promise<void>;
   listSubscriptions?(): Promise<SubscriptionRecord[]>;
+
+  /**
+   * Webhook registrations, cursors and leases (see webhook-store.ts), kept where the updates are
+   * so that they are as durable and as shared as history. Transports without it cannot run webhooks.
+   */
+  readonly webhooks?: WebhookStore | undefined;
 
   close(): Promise<void>;
 }

@@ -25,6 +25,8 @@ import { traced } from '../observability/tracing.js';
 import { hostProblem } from './header-value.js';
 import { hubUrl, send, sendJson, type Request, type Response } from './http-util.js';
 import type { Update } from '../core/update.js';
+import { WebhookRunner } from '../webhooks/index.js';
+import { handleWebhooks, WEBHOOKS_PATH } from './webhooks-api.js';
 
 export type NextFunction = (err?: unknown) => void;
 export type RequestHandler = (req: Request, res: Response, next?: NextFunction) => void;
@@ -136,7 +138,30 @@ export function createHub(options: HubOptions = {}, internals: HubInternals = {}
     connections: internals.connections ?? new ConnectionLimiter(options.maxConnectionsPerIp ?? 0, options.maxConnections ?? 0),
     publishRate: internals.publishRate ?? new RateLimiter(options.publishRateLimit ?? 0, options.publishBurst || undefined),
   };
-  const ready = Promise.all([hub.start(), authorizer.ready()]).then(() => undefined);
+  // Webhooks tail history on their own: nothing of theirs runs in the dispatch path.
+  let webhooks: WebhookRunner | null = null;
+  let webhooksProblem: Error | null = null;
+  if (options.webhooks) {
+    try {
+      webhooks = new WebhookRunner(options.webhooks, {
+        transport,
+        authorizer,
+        audience: options.resourceIdentifier ?? options.publicUrl ?? `http://localhost${HUB_PATH}`,
+        baseUrl: options.publicUrl ?? `http://localhost${HUB_PATH}`,
+        anonymous: opts.anonymous,
+        log,
+        updatesSeen: () => hub.metrics.updatesTotal,
+      });
+      const runner = webhooks;
+      hub.metrics.addSource(() => runner.metrics());
+    } catch (err) {
+      webhooksProblem = new Error(`webhooks: ${(err as Error).message}`);
+    }
+  }
+  const ready = Promise.all([hub.start(), authorizer.ready()]).then(() => {
+    if (webhooksProblem) throw webhooksProblem;
+    webhooks?.start();
+  });
   ready.catch((err: unknown) => log.error({ err }, 'transport failed to start'));
   // The debugging UI (/.well-known/mercure/ui/) and, with demo, its insecure echo endpoint.
   const ui = opts.ui
@@ -238,6 +263,10 @@ export function createHub(options: HubOptions = {}, internals: HubInternals = {}
       );
       return;
     }
+    if (path === WEBHOOKS_PATH || path.startsWith(WEBHOOKS_PATH + '/')) {
+      await handleWebhooks(ctx, webhooks, req, res, path);
+      return;
+    }
     if (next) next();
     else send(res, 404, 'Not Found\n');
   };
@@ -261,6 +290,8 @@ export function createHub(options: HubOptions = {}, internals: HubInternals = {}
     metrics: () => hub.metrics.render(),
     close: async (o = {}) => {
       ctx.draining = true;
+      // Leases given back first: another process takes the webhooks over without waiting for them to expire.
+      await webhooks?.close();
       // A retry hint drawn per subscriber, so that a hub's whole audience does not come back at once.
       await hub.close(() => retryFrame(o.retryMs ?? 1000 + Math.floor(Math.random() * 4000)));
       authorizer.close();

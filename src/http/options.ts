@@ -2,6 +2,7 @@ import type { IssuerOptions, KeyOptions } from '../auth/options.js';
 import type { Transport } from '../core/transport.js';
 import type { Logger } from '../observability/logger.js';
 import type { TracerLike } from '../observability/tracing.js';
+import type { WebhookOptions } from '../webhooks/index.js';
 
 // Key options belong to auth/ (which must not import http/); re-exported here because they are
 // part of HubOptions and of the public API.
@@ -87,4 +88,9 @@ export interface HubOptions {
   tracer?: TracerLike | undefined;
   /** Structured logger; default a pino logger at `info`. */
   logger?: Logger | undefined;
+  /**
+   * Webhook subscribers (docs/webhooks.md): configured webhooks and the settings of all of them.
+   * Given (even empty), the hub runs them and serves the API at /.well-known/mercure/webhooks.
+   */
+  webhooks?: WebhookOptions | undefined;
 }

@@ -23,6 +23,17 @@ export class Histogram {
   }
 }
 
+/**
+ * Labelled series contributed from outside the hub core (the webhooks): `labels` is the text
+ * between the braces (`webhook="orders"`). Merged across processes by name and labels.
+ */
+export interface ExtraSeries {
+  name: string;
+  type: 'counter' | 'gauge';
+  help: string;
+  samples: Array<[labels: string, value: number]>;
+}
+
 export class Metrics {
   /** Subscribers that ever connected. */
   subscribersTotal = 0;
@@ -53,6 +64,13 @@ export class Metrics {
       subscriptions: () => number;
     },
   ) {}
+
+  private readonly sources: Array<() => ExtraSeries[]> = [];
+
+  /** Adds series rendered after the hub's own (taken at every scrape). */
+  addSource(source: () => ExtraSeries[]): void {
+    this.sources.push(source);
+  }
 
   countDisconnect(reason: string): void {
     this.disconnects.set(reason, (this.disconnects.get(reason) ?? 0) + 1);
@@ -87,6 +105,7 @@ export class Metrics {
       transportLagSeconds: histogramSnapshot(this.transportLagSeconds),
       residentMemoryBytes: mem.rss,
       heapUsedBytes: mem.heapUsed,
+      ...(this.sources.length > 0 ? { extra: this.sources.flatMap((f) => f()) } : {}),
     };
   }
 
@@ -126,6 +145,7 @@ export interface MetricsSnapshot {
   transportLagSeconds: HistogramSnapshot;
   residentMemoryBytes: number;
   heapUsedBytes: number;
+  extra?: ExtraSeries[];
 }
 
 /** What only a cluster's primary knows: how many workers there are and how many took part in a scrape. */
@@ -203,7 +223,22 @@ export function mergeSnapshots(
     transportLagSeconds: mergeHistograms(parts.map((s) => s.transportLagSeconds)),
     residentMemoryBytes: sum((s) => s.residentMemoryBytes),
     heapUsedBytes: sum((s) => s.heapUsedBytes),
+    ...(parts.some((p) => p.extra) ? { extra: mergeExtra(parts.flatMap((p) => p.extra ?? [])) } : {}),
   };
+}
+
+function mergeExtra(series: readonly ExtraSeries[]): ExtraSeries[] {
+  const byName = new Map<string, ExtraSeries>();
+  for (const x of series) {
+    const into = byName.get(x.name) ?? { ...x, samples: [] };
+    byName.set(x.name, into);
+    for (const [labels, v] of x.samples) {
+      const same = into.samples.find((p) => p[0] === labels);
+      if (same) same[1] += v;
+      else into.samples.push([labels, v]);
+    }
+  }
+  return [...byName.values()];
 }
 
 /**
@@ -255,6 +290,7 @@ export function renderSnapshot(s: MetricsSnapshot, cluster?: ClusterMetrics): st
   histogram(out, 'quicksilver_transport_lag_seconds', 'Time from dispatch until the transport delivers the update back for fan-out.', s.transportLagSeconds);
   metric('process_resident_memory_bytes', 'gauge', 'Resident memory size in bytes.', [`process_resident_memory_bytes ${s.residentMemoryBytes}`]);
   metric('nodejs_heap_used_bytes', 'gauge', 'V8 heap used in bytes.', [`nodejs_heap_used_bytes ${s.heapUsedBytes}`]);
+  for (const x of s.extra ?? []) metric(x.name, x.type, x.help, x.samples.map(([labels, v]) => `${x.name}{${labels}} ${v}`));
   if (cluster) {
     metric('quicksilver_workers', 'gauge', 'Worker processes the hub runs (--workers).', [`quicksilver_workers ${cluster.workers}`]);
     metric('quicksilver_metrics_workers_answered', 'gauge', 'Workers whose numbers this scrape includes (fewer than quicksilver_workers: one was restarting or did not answer within 1 s).', [

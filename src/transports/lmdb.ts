@@ -7,6 +7,7 @@ import type { Logger } from '../observability/logger.js';
 import { DEFAULT_DEDUPE_WINDOW, TransportUnavailableError, type DispatchResult, type Transport, type TransportHealth } from '../core/transport.js';
 import type { StoredUpdate, Update } from '../core/update.js';
 import { claimStore, StoreInUseError, type StoreClaim } from './store-lock.js';
+import { lmdbWebhookStore } from './lmdb-webhook-state.js';
 
 import { lmdbOptionsFromUrl, type LmdbTransportOptions } from './lmdb-options.js';
 
@@ -85,6 +86,8 @@ const silent: Logger = { error() {}, warn() {}, info() {}, debug() {} };
  */
 export class LmdbTransport implements Transport {
   readonly name = 'lmdb';
+  /** Webhook registrations and cursors, in this store's `webhooks` database. */
+  readonly webhooks = lmdbWebhookStore(() => this.stores?.root ?? null);
   readonly path: string;
   private readonly size: number;
   /** Count retention lets history exceed `size` by this much (1%, ≤ TRIM_BATCH), then trims back to `size`. */

@@ -1,6 +1,7 @@
 import type { StoredUpdate, Update } from '../core/update.js';
 import { DEFAULT_DEDUPE_WINDOW, type DispatchResult, type Transport, type TransportHealth } from '../core/transport.js';
 import { RecentIds } from './recent-ids.js';
+import { InProcessWebhookStore } from './webhook-state.js';
 
 export interface MemoryTransportOptions {
   /** Most updates kept for replay; the oldest are dropped first. Default 10 000; 0 keeps none. */
@@ -17,6 +18,8 @@ export interface MemoryTransportOptions {
  */
 export class MemoryTransport implements Transport {
   readonly name = 'memory';
+  /** Webhook registrations and cursors; gone with the process, like history. */
+  readonly webhooks = new InProcessWebhookStore();
   private readonly size: number;
   private readonly maxAge: number;
   // Ring buffer: `ring[(head + i) % capacity]` for i < count, oldest first.
