@@ -5,6 +5,7 @@
  */
 import { type Ctx, type Layer, put, type RawIssuer, type RawKey, type SimpleKey, splitList, suggest } from './settings.js';
 import { algP, apply, jwksP, parseBool } from './values.js';
+import { webhookDirective } from './webhooks.js';
 
 export interface Directive {
   name: string;
@@ -295,6 +296,14 @@ export const HUB_DIRECTIVES: Record<string, Handler> = {
   worker_header: simple('workerHeader'),
   h2_ping_interval: simple('h2PingInterval'),
   h2_ping_timeout: simple('h2PingTimeout'),
+  webhook: webhookDirective,
+  webhooks: simple('webhooks'),
+  webhook_allow: simple('webhookAllow'),
+  webhook_timeout: simple('webhookTimeout'),
+  webhook_give_up: simple('webhookGiveUp'),
+  webhook_backoff_min: simple('webhookBackoffMin'),
+  webhook_backoff_max: simple('webhookBackoffMax'),
+  webhook_lease: simple('webhookLease'),
 };
 
 

@@ -108,6 +108,7 @@ function jsonToDirective(key: string, v: unknown, label: string, ctx: Ctx): Dire
     }
     return [{ name: key, args: [String(v.name ?? v.type)], block, line }];
   }
+  if (key === 'webhooks' && (Array.isArray(v) || isObject(v))) return jsonWebhooks(v, label, ctx);
   if (key === 'issuer' || key === 'issuers') {
     const list = Array.isArray(v) ? v : [v];
     const out: Directive[] = [];
@@ -134,6 +135,35 @@ function jsonToDirective(key: string, v: unknown, label: string, ctx: Ctx): Dire
   }
   const args = jsonArgs(v, label, ctx);
   return args && [{ name: key, args, line }];
+}
+
+/**
+ * `"webhooks": [{"name", "url", "topic": [...], "match": ..., "token", "secret", "batch"}]` (or one
+ * object) → `webhook <name> { … }` blocks; `"webhooks": true` alone only turns them on.
+ */
+function jsonWebhooks(v: unknown[] | Record<string, unknown>, label: string, ctx: Ctx): Directive[] {
+  const list = Array.isArray(v) ? v : [v];
+  const out: Directive[] = [{ name: 'webhooks', args: ['true'], line: 0 }];
+  for (const [i, item] of list.entries()) {
+    const itemLabel = Array.isArray(v) ? `${label}[${i}]` : label;
+    const keys = ['name', 'url', 'topic', 'match', 'match_exact', 'match_urlpattern', 'token', 'secret', 'batch'];
+    if (!isObject(item) || !checkKeys(item, keys, itemLabel, ctx)) {
+      if (!isObject(item)) ctx.errors.push(`${itemLabel}: expected {"name": "...", "url": "...", "topic": [...], "secret": "..."}`);
+      continue;
+    }
+    if (typeof item.name !== 'string') {
+      ctx.errors.push(`${itemLabel}: missing "name"`);
+      continue;
+    }
+    const block: Directive[] = [];
+    for (const k of keys.slice(1)) {
+      if (item[k] === undefined || item[k] === null) continue;
+      const args = jsonArgs(item[k], `${itemLabel}.${k}`, ctx);
+      if (args) block.push({ name: k, args, line: 0 });
+    }
+    out.push({ name: 'webhook', args: [item.name], block, line: 0 });
+  }
+  return out;
 }
 
 export function loadConfigFile(path: Val<string>, ctx: Ctx): Layer {

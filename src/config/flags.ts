@@ -75,6 +75,8 @@ const FLAGS: readonly FlagSpec[] = [
   { names: ['log-format'], targets: ['logFormat'], arg: 'format', help: 'json (default) or pretty' },
   { names: ['workers'], targets: ['workers'], arg: 'n|auto', help: 'hub processes sharing the port (default: one per core; 1 = a single process)' },
   { names: ['worker-header'], bool: true, targets: ['workerHeader'], help: 'name the answering worker (its pid) in X-Quicksilver-Worker (default off)' },
+  { names: ['webhooks'], bool: true, targets: ['webhooks'], help: 'webhook subscribers and their API at /.well-known/mercure/webhooks (on with any webhook directive)' },
+  { names: ['webhook-allow'], targets: ['webhookAllow'], list: true, arg: 'hosts', help: 'hosts, addresses or networks webhook callbacks may reach (loopback and private ranges are refused otherwise)' },
 ];
 
 const FLAG_BY_NAME = new Map<string, FlagSpec>(FLAGS.flatMap((f) => f.names.map((n) => [n, f] as const)));

@@ -25,6 +25,7 @@ import { envValue, loadEnv } from './environment.js';
 import { parseArgv } from './flags.js';
 import { resolveRawKey } from './keys.js';
 import { acmeFromSettings } from './acme.js';
+import { webhooksFromSettings } from './webhooks.js';
 
 export { parseDuration } from '../util/duration.js';
 export { DEFAULT_TRANSPORT_URL, DEV_KEY, DEV_TRANSPORT_URL } from './defaults.js';
@@ -213,6 +214,9 @@ export function loadConfig(input: ConfigInput): ConfigResult {
     }
   }
 
+  // --- webhooks (webhooks.ts) ----------------------------------------------------------------
+  const webhooks = webhooksFromSettings(s, ctx, s.publicUrl?.value ?? 'http://localhost/.well-known/mercure');
+
   // --- warnings for risky production settings ---------------------------------------------
   const demo = s.demo?.value ?? false;
   if (production && demo) ctx.warnings.push(`${s.demo?.source}: the demo endpoint is insecure (it echoes anything and sets any cookie); do not enable it in production`);
@@ -248,6 +252,7 @@ export function loadConfig(input: ConfigInput): ConfigResult {
     trustProxy: s.trustProxy?.value ?? false,
     publicUrl: s.publicUrl?.value,
     tokenCacheSize: s.tokenCacheSize?.value,
+    webhooks,
   });
 
   const server: ServerConfig = compact({

@@ -7,6 +7,7 @@
 import type { JwtAlgorithm } from '../http/options.js';
 import type { LogLevel } from '../observability/logger.js';
 import type { LogFormat } from './types.js';
+import type { RawWebhook } from './webhooks.js';
 
 export interface RawKey {
   key?: Val<string>;
@@ -78,10 +79,18 @@ export interface Settings {
   tracing: boolean;
   workers: number;
   workerHeader: boolean;
+  webhooks: boolean;
+  webhookDefs: RawWebhook[];
+  webhookAllow: string[];
+  webhookTimeout: number;
+  webhookGiveUp: number;
+  webhookBackoffMin: number;
+  webhookBackoffMax: number;
+  webhookLease: number;
 }
 
 type SettingKey = keyof Settings;
-export type SimpleKey = Exclude<SettingKey, 'issuers'>;
+export type SimpleKey = Exclude<SettingKey, 'issuers' | 'webhookDefs'>;
 
 /** A value with where it came from (for error lines) and the directory relative paths resolve against. */
 export interface Val<T> {

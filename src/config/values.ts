@@ -388,6 +388,13 @@ export const PARSERS: { [K in SimpleKey]: Parser<Settings[K]> } = {
   tracing: boolP,
   workers: workersP,
   workerHeader: boolP,
+  webhooks: boolP,
+  webhookAllow: listP,
+  webhookTimeout: durationP,
+  webhookGiveUp: durationP,
+  webhookBackoffMin: durationP,
+  webhookBackoffMax: durationP,
+  webhookLease: durationP,
 };
 
 export function apply<K extends SimpleKey>(layer: Layer, key: K, args: readonly string[], src: string, ctx: Ctx, dir: string): void {

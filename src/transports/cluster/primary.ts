@@ -11,6 +11,7 @@ import { TransportUnavailableError, type DispatchResult, type SubscriptionRecord
 import { createUpdate, type StoredUpdate, type Update } from '../../core/update.js';
 import { uuidv7 } from '../../util/uuid.js';
 import { Outbox, type IpcPort } from './ipc.js';
+import { answerWebhookCall } from './webhook-relay.js';
 import { CLUSTER_CHUNK, CLUSTER_METRICS_TIMEOUT, clusterOps, toWire, updateFromWire, type PrimaryOp, type Wire, type WorkerOp } from './protocol.js';
 
 function errorMessage(err: unknown): string {
@@ -375,6 +376,9 @@ export class ClusterPrimaryRelay {
       }
       case 'mx':
         this.answer(peer, op.i, this.metrics({ key: peer.key, snapshot: op.s }));
+        return;
+      case 'wh':
+        this.answer(peer, op.i, answerWebhookCall(t.webhooks, op.m, op.a));
         return;
       case 'msr': {
         const waiter = peer.snapshotWaiters.get(op.i);

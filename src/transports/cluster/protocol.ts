@@ -20,6 +20,7 @@
  *                      (s: the asking worker's snapshot; the primary asks the others:)
  *   msr {i, s}         this worker's snapshot  ←  ms {i}
  *   lim {c?, r?}       limits changed here     →  lim {c?, r?} to every other worker
+ *   wh {i, m, a}       webhook store call      ok {i, v} | err {i, m}   (see webhook-relay.ts)
  *
  * Updates travel as tuples (`Wire`) with the seq as a decimal string (JSON has no bigint).
  * `lim` carries connection deltas by client address (`c`) and publish-rate tokens taken by key
@@ -42,7 +43,8 @@ export type WorkerOp =
   | { t: 'bye' }
   | { t: 'mx'; i: number; s: MetricsSnapshot }
   | { t: 'msr'; i: number; s: MetricsSnapshot | null }
-  | { t: 'lim'; c?: Array<[string, number]>; r?: Array<[string, number]> };
+  | { t: 'lim'; c?: Array<[string, number]>; r?: Array<[string, number]> }
+  | { t: 'wh'; i: number; m: string; a: unknown[] };
 
 export type PrimaryOp =
   | { t: 'welcome'; name: string; size: number; health: TransportHealth; dw?: number }

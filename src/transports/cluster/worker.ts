@@ -14,6 +14,8 @@ import {
 } from '../../core/transport.js';
 import type { StoredUpdate, Update } from '../../core/update.js';
 import { Outbox, processPort, type IpcPort } from './ipc.js';
+import type { WebhookStore } from '../../core/webhook-store.js';
+import { remoteWebhookStore } from './webhook-relay.js';
 import { CLUSTER_REQUEST_TIMEOUT, clusterOps, storedFromWire, toWire, type PeerLimitChanges, type PrimaryOp, type Wire, type WorkerOp } from './protocol.js';
 
 const silent: Logger = { error() {}, warn() {}, info() {}, debug() {} };
@@ -50,6 +52,11 @@ interface Request {
  * once, in seq order; history, lastEventId and the subscriptions API see all workers.
  */
 export class ClusterWorkerTransport implements Transport {
+  /** The primary transport's webhook state, over IPC (webhook-relay.ts). */
+  readonly webhooks: WebhookStore = remoteWebhookStore((m, a) => {
+    const i = this.nextId++;
+    return this.request({ t: 'wh', i, m, a }, i);
+  });
   private port: IpcPort | null;
   private readonly log: Logger;
   private readonly timeout: number;
