@@ -6,8 +6,9 @@ export interface Received {
   at: number;
   headers: http.IncomingHttpHeaders;
   body: string;
-  /** What the server answered. */
+  /** What the server answered (0 while pending, -1 when the sender was gone by then). */
   status: number;
+  answeredAt?: number;
 }
 
 /**
@@ -28,11 +29,15 @@ export class CallbackServer {
         const r: Received = { at: Date.now(), headers: req.headers, body: Buffer.concat(chunks).toString('utf8'), status: 0 };
         this.received.push(r);
         Promise.resolve(this.respond(r)).then((status) => {
-          r.status = status;
-          if (!res.destroyed) {
-            res.writeHead(status, { 'Content-Type': 'text/plain' });
-            res.end(status < 300 ? '' : 'not now');
+          // A hub that died while the answer was pending never got it: not acknowledged (-1).
+          r.answeredAt = Date.now();
+          if (res.destroyed || req.socket.destroyed) {
+            r.status = -1;
+            return;
           }
+          r.status = status;
+          res.writeHead(status, { 'Content-Type': 'text/plain' });
+          res.end(status < 300 ? '' : 'not now');
         }, () => res.destroy());
       });
     });
@@ -47,6 +52,16 @@ export class CallbackServer {
 
   get url(): string {
     return `http://127.0.0.1:${this.port}/hook`;
+  }
+
+  /** Ids of the requests received before `t` and not answered by then (in flight at `t`). */
+  inFlightAt(t: number): string[] {
+    return this.received
+      .filter((r) => r.at <= t && (r.answeredAt === undefined || r.answeredAt >= t))
+      .flatMap((r) => {
+        const doc = JSON.parse(r.body) as { id: string } | Array<{ id: string }>;
+        return Array.isArray(doc) ? doc.map((u) => u.id) : [doc.id];
+      });
   }
 
   /** Bodies of acknowledged requests, parsed. */
