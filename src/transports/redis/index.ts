@@ -48,6 +48,7 @@ import { entryFields, entryUpdateId, parseEntry } from './entry.js';
 import { redisOptionsFromUrl, type RedisTransportOptions } from './options.js';
 import { RedisPresence } from './presence.js';
 import { defineScripts, type Entry, type Scripts } from './scripts.js';
+import { RedisWebhookStore } from './webhook-state.js';
 
 export type { RedisTransportOptions } from './options.js';
 
@@ -76,6 +77,8 @@ export class RedisTransport implements Transport {
   private readonly reader: Connection;
   private readonly scripts: Scripts;
   private readonly presence: RedisPresence;
+  /** Webhook registrations, cursors and leases, next to the stream (webhook-state.ts). */
+  readonly webhooks: RedisWebhookStore;
 
   private deliver: ((u: StoredUpdate) => void) | null = null;
   private started = false;
@@ -139,6 +142,7 @@ export class RedisTransport implements Transport {
     );
     this.scripts = defineScripts(this.cmd.client);
     this.presence = new RedisPresence(this.stream, this.nodeId, this.cmd, this.scripts, this.logger, () => this.closed);
+    this.webhooks = new RedisWebhookStore(this.cmd.client, this.stream);
     this.cmd.client.on('ready', () => void this.tick());
   }
 
