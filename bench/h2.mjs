@@ -2,17 +2,18 @@
 // Broadcast over HTTP/2 against the HTTP/1.1 raw-socket path, in one run (issue 13 §4).
 //
 //   node bench/h2.mjs [--subscribers 10000] [--updates K] [--streams-per-session 100]
-//                     [--cases h1,h2c-multi,h2c-single,tls-multi,tls-single,h1]
+//                     [--cases h1,h2c-multi,h2c-single,tls-multi,tls-single,h1] (also: tls-h1)
 //                     [--generators 2] [--publishers 4] [--cpu-prof DIR] [--json FILE]
 //
 // Needs `npm run build` (the hub is dist/cli.js) and `openssl` (a self-signed certificate for the
 // TLS cases). Each case starts a fresh hub, `node dist/cli.js --workers 1 --transport-url memory://`
 // (plus `--h2c`, or `--cert-file/--key-file` for TLS HTTP/2 with ALPN), and:
 //  1. connects N event streams from forked generator processes, all on one topic: over HTTP/1.1
-//     (raw sockets, one stream per connection: the raw fast path), or over HTTP/2 with node:http2,
-//     either `--streams-per-session` streams on each session ("multi", N / S sessions: one browser
-//     with many tabs, or a proxy multiplexing clients) or one stream per session ("single", N
-//     sessions: one tab per browser, the common case);
+//     (raw sockets, one stream per connection: the raw fast path; `tls-h1`: HTTP/1.1 on the TLS
+//     port, served by node:http, to tell the cost of TLS from that of HTTP/2), or over HTTP/2
+//     with node:http2, either `--streams-per-session` streams on each session ("multi", N / S
+//     sessions: one browser with many tabs, or a proxy multiplexing clients) or one stream per
+//     session ("single", N sessions: one tab per browser, the common case);
 //  2. idle memory: the hub's RSS once every stream is open and idle, minus its RSS before the first
 //     connection, divided by N (bytes per stream; the session's share included);
 //  3. broadcast: K updates (default: about 2.5 M deliveries in all) POSTed by `--publishers`
@@ -38,6 +39,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import tls from 'node:tls';
 import { parseArgs } from 'node:util';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -80,11 +82,14 @@ function generator() {
 
   const h1 = (url, pathname) =>
     new Promise((resolve) => {
-      const sock = net.connect(Number(url.port), url.hostname);
+      const secure = url.protocol === 'https:';
+      const sock = secure
+        ? tls.connect({ port: Number(url.port), host: url.hostname, ALPNProtocols: ['http/1.1'], rejectUnauthorized: false })
+        : net.connect(Number(url.port), url.hostname);
       sock.setNoDelay(true);
       const st = { nl: false, head: true };
       let ok = false;
-      sock.on('connect', () => sock.write(`GET ${pathname} HTTP/1.1\r\nHost: ${url.host}\r\nAccept: text/event-stream\r\n\r\n`));
+      sock.on(secure ? 'secureConnect' : 'connect', () => sock.write(`GET ${pathname} HTTP/1.1\r\nHost: ${url.host}\r\nAccept: text/event-stream\r\n\r\n`));
       sock.on('data', (buf) => {
         if (st.head) {
           st.head = false;
@@ -241,7 +246,9 @@ async function stopHub(hub) {
   if (hub.child.exitCode !== null) return;
   const exited = new Promise((r) => hub.child.once('exit', r));
   hub.child.kill('SIGTERM');
-  await Promise.race([exited, sleep(15_000).then(() => hub.child.kill('SIGKILL'))]);
+  const kill = setTimeout(() => hub.child.kill('SIGKILL'), 15_000);
+  await exited;
+  clearTimeout(kill);
 }
 
 async function publishAll(url, token, count, publishers, payload) {
@@ -383,6 +390,7 @@ async function main() {
     'h2c-single': { proto: 'h2', hub: 'h2c', perSession: 1 },
     'tls-multi': { proto: 'h2', hub: 'tls', perSession },
     'tls-single': { proto: 'h2', hub: 'tls', perSession: 1 },
+    'tls-h1': { proto: 'h1', hub: 'tls', perSession: 1 },
   };
   const cases = values.cases.split(',').map((n) => {
     if (!CASES[n]) throw new Error(`unknown case ${n}; known: ${Object.keys(CASES).join(', ')}`);

@@ -61,11 +61,11 @@ describe('benchmark harness (--quick)', () => {
     };
     expect(res.meta.quick).toBe(true);
     expect(res.meta.machine.cores).toBeGreaterThan(0);
-    for (const name of ['idle', 'broadcast', 'targeted', 'publish', 'reconnect']) {
+    for (const name of ['idle', 'broadcast', 'latency', 'targeted', 'publish', 'reconnect']) {
       expect(res.scenarios[name], name).toBeDefined();
       expect(res.scenarios[name]!.error, name).toBeUndefined();
     }
-    const { idle, broadcast, targeted, publish, reconnect } = res.scenarios as Record<string, Scenario>;
+    const { idle, broadcast, latency, targeted, publish, reconnect } = res.scenarios as Record<string, Scenario>;
 
     for (const name of ['quicksilver', 'bare', 'bare-http']) {
       expect(get(idle!, name)).toMatchObject({ subscribers: expect.any(Number), rssBefore: expect.any(Number), rssAfter: expect.any(Number), rssPerSubscriber: expect.any(Number) });
@@ -80,6 +80,28 @@ describe('benchmark harness (--quick)', () => {
     const pushpin = broadcast!.results.find((r) => r.name === 'pushpin');
     expect(pushpin).toBeDefined();
     if (pushpin!.skipped) expect(pushpin!.skipped).toMatch(/pushpin/i);
+
+    // Latency: both publishers (sequential fetch with a token per request, and the pool), p50 and
+    // p99, for --workers 1, the default configuration and the per-frame bare broadcaster (--quick
+    // leaves the coalescing one to the broadcast scenario).
+    for (const name of ['quicksilver', 'quicksilver-default', 'bare-uncoalesced']) {
+      const l = get(latency!, name) as Entry & { stages: Record<string, unknown>[] };
+      for (const publisher of ['sequential', 'pool']) {
+        const st = l.stages.find((x) => x.publisher === publisher);
+        expect(st, `${name} ${publisher}`).toMatchObject({ rate: expect.any(Number), published: expect.any(Number), publishFailed: 0, latencyMs: { p50: expect.any(Number), p99: expect.any(Number) } });
+        expect(st!.delivered, `${name} ${publisher}`).toBe(st!.expected);
+      }
+    }
+    // Nchan is optional like Pushpin; when installed its frames parse and its ids resume.
+    const nchan = latency!.results.find((r) => r.name === 'nchan');
+    expect(nchan).toBeDefined();
+    if (nchan!.skipped) expect(nchan!.skipped).toMatch(/nchan/i);
+    else {
+      const l = nchan as Entry & { stages: { delivered: number; expected: number }[] };
+      expect(l.stages.length).toBeGreaterThan(0);
+      expect(l.stages[0]!.delivered).toBe(l.stages[0]!.expected);
+      expect(get(reconnect!, 'nchan')).toMatchObject({ caughtUp: true, gaps: 0, dups: 0 });
+    }
 
     for (const name of ['quicksilver', 'bare']) {
       const t = get(targeted!, name) as Entry & { steps: Record<string, unknown>[] };
@@ -99,7 +121,9 @@ describe('benchmark harness (--quick)', () => {
       expect(get(reconnect!, name)).toMatchObject({ reconnected: expect.any(Number), caughtUp: expect.any(Boolean), gaps: expect.any(Number), dups: expect.any(Number) });
     }
 
-    expect(res.targets.map((t) => t.id)).toEqual(expect.arrayContaining(['idle-count', 'idle-rss', 'broadcast-throughput', 'broadcast-p99', 'targeted-growth', 'publish-embedded', 'reconnect']));
+    expect(res.targets.map((t) => t.id)).toEqual(
+      expect.arrayContaining(['idle-count', 'idle-rss', 'idle-rss-vs-nchan', 'broadcast-throughput', 'broadcast-p99', 'broadcast-vs-nchan', 'latency-vs-bare', 'latency-vs-nchan', 'targeted-growth', 'publish-embedded', 'reconnect']),
+    );
     // Quick mode judges no target.
     expect(res.targets.every((t) => t.met === null)).toBe(true);
   });
