@@ -377,3 +377,24 @@ describe('webhooks API', () => {
 });
 
 void KEY;
+
+describe('webhook throughput (measured, printed)', () => {
+  for (const batch of [1, 20]) {
+    it(`delivers 2000 updates to a local callback, batch ${batch}`, async () => {
+      const cb = await callback();
+      const hub = await startHub({ transport: new MemoryTransport({ size: 100_000 }), anonymous: true, webhooks: fast({ definitions: [{ name: 't', url: cb.url, selectors: [{ type: 'topic', value: '*' }], secret: SECRET, batch }] }) });
+      cleanup.push(() => hub.close());
+      await hub.hub.ready;
+      await new Promise((r) => setTimeout(r, 150));
+      const n = 2000;
+      const t0 = performance.now();
+      await Promise.all(Array.from({ length: n }, (_, i) => hub.hub.publish({ topics: ['https://example.com/t'], data: String(i) })));
+      await waitUntil(() => cb.ackIds().length >= n, 30_000, `${n} deliveries`);
+      const rate = Math.round(n / ((performance.now() - t0) / 1000));
+      console.log(`[webhooks] ${rate} updates/s to a local callback (memory transport, batch ${batch}, ${cb.received.length} requests)`);
+      expect(cb.acknowledged().map((u) => Number(u.data))).toEqual(Array.from({ length: n }, (_, i) => i));
+      // A floor far below what a laptop does: catches a delivery loop that waits between requests.
+      expect(rate).toBeGreaterThan(batch === 1 ? 200 : 1000);
+    }, 60_000);
+  }
+});

@@ -74,6 +74,9 @@ export class WebhookDelivery {
   private nudges = 0;
   private tokenFailure = false;
   private wakeRetry: (() => void) | null = null;
+  /** Cursor writes go one at a time, the latest wins: a POST never waits for the previous fsync. */
+  private nextCursor: string | undefined;
+  private cursorWrites: Promise<void> | null = null;
   private readonly agent: http.Agent;
   private readonly url: URL;
 
@@ -160,6 +163,7 @@ export class WebhookDelivery {
     const fence = this.fence;
     this.lose('stopped');
     await this.loop?.catch(() => {});
+    await this.cursorWrites;
     if (fence !== null) await this.ctx.store.release(this.def.name, this.ctx.owner, fence).catch(() => {});
     this.agent.destroy();
   }
@@ -176,6 +180,31 @@ export class WebhookDelivery {
     });
     if (!ok) this.lose('the store refused a write: lease no longer held');
     return ok;
+  }
+
+  /**
+   * Moves the cursor without waiting for the write: while one write is in flight, later cursors
+   * wait and only the newest is written. The store fences each write, so a lost lease refuses
+   * it; a crash loses at most the cursor moves not written yet (redelivered, same ids).
+   */
+  private advance(fence: number, cursor: string): void {
+    this.nextCursor = cursor;
+    this.cursorWrites ??= (async () => {
+      while (this.nextCursor !== undefined) {
+        const c = this.nextCursor;
+        this.nextCursor = undefined;
+        let ok = false;
+        try {
+          ok = await this.ctx.store.commit(this.def.name, this.ctx.owner, fence, { cursor: c });
+        } catch (err) {
+          this.ctx.log.warn({ err, webhook: this.def.name }, 'webhook: cursor write failed');
+        }
+        if (!ok) {
+          this.nextCursor = undefined;
+          if (this.fence === fence) this.lose('the store refused a cursor write: lease no longer held');
+        }
+      }
+    })().finally(() => (this.cursorWrites = null));
   }
 
   private setStatus(state: WebhookStateName, reason?: string, extra: Partial<WebhookStatus> = {}): WebhookStatus {
@@ -248,6 +277,7 @@ export class WebhookDelivery {
         const gap = { at: Date.now(), after: cursor };
         this.ctx.log.error({ webhook: name, cursor }, 'webhook: its cursor is no longer in history; updates published after it and trimmed since were never delivered');
         this.setStatus(this.status.state, this.status.reason, { gaps: this.status.gaps + 1, lastGap: gap });
+        await this.cursorWrites;
         if (!(await this.commit(fence, { cursor: 'earliest', status: this.status }))) return;
         cursor = 'earliest';
         continue;
@@ -258,15 +288,18 @@ export class WebhookDelivery {
         const part = batch.slice(i, i + size);
         if (!(await this.send(fence, part, grants))) return;
         cursor = (part[part.length - 1] as StoredUpdate).id;
-        if (!(await this.commit(fence, { cursor }))) return;
+        this.advance(fence, cursor);
       }
       if (!this.holding(fence)) return;
       if (lastSeen !== undefined && lastSeen !== cursor) {
         // Updates the webhook does not select still move its cursor, or it would fall out of history.
         cursor = lastSeen;
-        if (!(await this.commit(fence, { cursor }))) return;
+        this.advance(fence, cursor);
       }
-      if (!capped) await this.ctx.nextUpdate(IDLE_POLL);
+      if (!capped) {
+        await this.cursorWrites;
+        await this.ctx.nextUpdate(IDLE_POLL);
+      }
     }
   }
 
