@@ -12,3 +12,5 @@ export { MemoryTransport } from './transports/memory.js';
 export type { MemoryTransportOptions } from './transports/memory.js';
 export { createLogger } from './observability/logger.js';
 export type { Logger, LogLevel } from './observability/logger.js';
+export { signatureHeader, verifySignature, SIGNATURE_HEADER } from './webhooks/index.js';
+export type { WebhookDefinition, WebhookOptions, WebhookStatus, WebhookView } from './webhooks/index.js';

@@ -7,12 +7,23 @@
 import type { JwtAlgorithm } from '../http/options.js';
 import type { LogLevel } from '../observability/logger.js';
 import type { LogFormat } from './types.js';
-import type { RawWebhook } from './webhooks.js';
+import type { WebhookSelector } from '../core/webhook-store.js';
 
 export interface RawKey {
   key?: Val<string>;
   alg?: Val<JwtAlgorithm>;
   jwksUrl?: Val<string>;
+}
+
+/** A `webhook <name> { … }` block as read (webhooks.ts checks and completes it). */
+export interface RawWebhook {
+  name: string;
+  url?: string;
+  selectors: WebhookSelector[];
+  token?: string;
+  secret?: string;
+  batch?: number;
+  source: string;
 }
 
 export interface RawIssuer {

@@ -7,17 +7,7 @@
  */
 import type { WebhookSelector } from '../core/webhook-store.js';
 import { AllowList, definitionProblem, type WebhookOptions } from '../webhooks/index.js';
-import { type Ctx, type Layer, put } from './settings.js';
-
-export interface RawWebhook {
-  name: string;
-  url?: string;
-  selectors: WebhookSelector[];
-  token?: string;
-  secret?: string;
-  batch?: number;
-  source: string;
-}
+import { type Ctx, type Layer, put, type RawWebhook } from './settings.js';
 
 /** The shape of a parsed directive (directives.ts), restated to keep the import one-way. */
 interface DirectiveLike {
