@@ -369,6 +369,14 @@ describe('webhooks API', () => {
     expect(dup.size).toBe(0);
   });
 
+  it('refuses to start on a transport that keeps no webhook state', async () => {
+    const transport = new MemoryTransport();
+    Object.defineProperty(transport, 'webhooks', { value: undefined });
+    const hub = await startHub({ transport, webhooks: {} });
+    cleanup.push(() => hub.close());
+    await expect(hub.hub.ready).rejects.toThrow('webhooks: the memory transport does not keep webhook state; use memory, lmdb, redis or postgres');
+  });
+
   it('is absent when webhooks are not enabled', async () => {
     const hub = await startHub({ transport: new MemoryTransport() });
     cleanup.push(() => hub.close());

@@ -138,12 +138,12 @@ export function createHub(options: HubOptions = {}, internals: HubInternals = {}
     connections: internals.connections ?? new ConnectionLimiter(options.maxConnectionsPerIp ?? 0, options.maxConnections ?? 0),
     publishRate: internals.publishRate ?? new RateLimiter(options.publishRateLimit ?? 0, options.publishBurst || undefined),
   };
-  // Webhooks tail history on their own: nothing of theirs runs in the dispatch path.
+  // Webhooks tail history on their own: nothing of theirs runs in the dispatch path. Built once
+  // the transport is started (a cluster worker learns only then whether the primary keeps webhook state).
   let webhooks: WebhookRunner | null = null;
-  let webhooksProblem: Error | null = null;
-  if (options.webhooks) {
+  const startWebhooks = (o: NonNullable<HubOptions['webhooks']>): void => {
     try {
-      webhooks = new WebhookRunner(options.webhooks, {
+      webhooks = new WebhookRunner(o, {
         transport,
         authorizer,
         audience: options.resourceIdentifier ?? options.publicUrl ?? `http://localhost${HUB_PATH}`,
@@ -154,13 +154,13 @@ export function createHub(options: HubOptions = {}, internals: HubInternals = {}
       });
       const runner = webhooks;
       hub.metrics.addSource(() => runner.metrics());
+      runner.start();
     } catch (err) {
-      webhooksProblem = new Error(`webhooks: ${(err as Error).message}`);
+      throw new Error(`webhooks: ${(err as Error).message}`);
     }
-  }
+  };
   const ready = Promise.all([hub.start(), authorizer.ready()]).then(() => {
-    if (webhooksProblem) throw webhooksProblem;
-    webhooks?.start();
+    if (options.webhooks) startWebhooks(options.webhooks);
   });
   ready.catch((err: unknown) => log.error({ err }, 'transport failed to start'));
   // The debugging UI (/.well-known/mercure/ui/) and, with demo, its insecure echo endpoint.

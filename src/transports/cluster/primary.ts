@@ -300,7 +300,7 @@ export class ClusterPrimaryRelay {
         return;
       case 'hello': {
         peer.live = true;
-        peer.out.post({ t: 'welcome', name: t.name, size: t.historySize(), health: t.health(), dw: t.dedupeWindow ?? 0 });
+        peer.out.post({ t: 'welcome', name: t.name, size: t.historySize(), health: t.health(), dw: t.dedupeWindow ?? 0, wh: t.webhooks !== undefined });
         // A worker (re)started while others hold connections starts from their count.
         const held = new Map<string, number>();
         for (const other of this.peers.values()) {

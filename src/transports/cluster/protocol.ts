@@ -47,7 +47,7 @@ export type WorkerOp =
   | { t: 'wh'; i: number; m: string; a: unknown[] };
 
 export type PrimaryOp =
-  | { t: 'welcome'; name: string; size: number; health: TransportHealth; dw?: number }
+  | { t: 'welcome'; name: string; size: number; health: TransportHealth; dw?: number; wh?: boolean }
   | { t: 'd'; u: Wire[] }
   | { t: 'st'; size: number; health: TransportHealth }
   | { t: 'ok'; i: number; v?: unknown }

@@ -52,11 +52,16 @@ interface Request {
  * once, in seq order; history, lastEventId and the subscriptions API see all workers.
  */
 export class ClusterWorkerTransport implements Transport {
-  /** The primary transport's webhook state, over IPC (webhook-relay.ts). */
-  readonly webhooks: WebhookStore = remoteWebhookStore((m, a) => {
+  private readonly remoteWebhooks: WebhookStore = remoteWebhookStore((m, a) => {
     const i = this.nextId++;
     return this.request({ t: 'wh', i, m, a }, i);
   });
+  private primaryKeepsWebhooks = false;
+
+  /** The primary transport's webhook state, over IPC (webhook-relay.ts), once started, if it keeps any. */
+  get webhooks(): WebhookStore | undefined {
+    return this.primaryKeepsWebhooks ? this.remoteWebhooks : undefined;
+  }
   private port: IpcPort | null;
   private readonly log: Logger;
   private readonly timeout: number;
@@ -208,6 +213,7 @@ export class ClusterWorkerTransport implements Transport {
       }
       case 'welcome': {
         this.realName = op.name;
+        this.primaryKeepsWebhooks = op.wh === true;
         this.window = op.dw ?? 0;
         this.size = op.size;
         this.primaryHealth = op.health;
