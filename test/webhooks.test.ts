@@ -283,6 +283,49 @@ describe('webhook delivery', () => {
   });
 });
 
+describe('webhook requests are bounded', () => {
+  it('gives up on an answer after the timeout, and reads at most 4 KiB of a body', async () => {
+    const http = await import('node:http');
+    const events: string[] = [];
+    let n = 0;
+    const server = http.createServer((req, res) => {
+      req.resume();
+      const attempt = ++n;
+      if (attempt === 1) return void setTimeout(() => res.destroyed || res.end(), 2000); // too slow: timed out
+      // A 2xx with a 10 MiB body: acknowledged from the status; the hub stops reading early.
+      res.writeHead(200, { 'Content-Type': 'application/octet-stream' });
+      let sent = 0;
+      const chunk = Buffer.alloc(64 * 1024, 120);
+      const pump = (): void => {
+        while (sent < 10 * 1024 * 1024 && !res.destroyed) {
+          sent += chunk.length;
+          if (!res.write(chunk)) return void res.once('drain', pump);
+        }
+        if (!res.destroyed) res.end();
+      };
+      res.on('close', () => events.push(`attempt ${attempt}: closed after ${sent} bytes${res.writableFinished ? ', finished' : ''}`));
+      pump();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    cleanup.push(() => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }));
+    const port = (server.address() as { port: number }).port;
+    const hub = await hubWith(fast({ timeout: 200, definitions: [{ name: 'big', url: `http://127.0.0.1:${port}/`, selectors: [{ type: 'topic', value: '*' }], secret: SECRET }] }));
+    await new Promise((r) => setTimeout(r, 150));
+    const t0 = Date.now();
+    await hub.hub.publish({ topics: ['x'], data: 'a' });
+    await waitUntil(() => events.some((e) => e.startsWith('attempt 2')), 5000, 'the second attempt');
+    expect(n).toBe(2);
+    expect(Date.now() - t0).toBeLessThan(1500); // the first attempt did not wait its 2 s
+    const [second] = events.filter((e) => e.startsWith('attempt 2'));
+    expect(second).not.toContain('finished');
+    expect(Number(/after (\d+) bytes/.exec(second!)![1])).toBeLessThan(10 * 1024 * 1024);
+    await waitUntil(() => false, 200, '').catch(() => {});
+    const view = (await api(hub, 'GET', '/big', await admin())).json;
+    expect(view.status.state).toBe('active');
+    expect(await (await fetch(`${hub.url}/metrics`)).text()).toContain('quicksilver_webhook_failures_total{webhook="big"} 1');
+  });
+});
+
 describe('webhook callback safety (SSRF)', () => {
   it('refuses loopback callbacks unless allowed, when configured and when registered', async () => {
     const cb = await callback();
