@@ -342,7 +342,7 @@ describe.runIf(up)('PostgreSQL sessions of a hub', () => {
   it('are ended by the server when left idle in a transaction (a hub cut off mid-write releases the write lock)', async () => {
     const t = new PostgresTransport({ connectionString: URL_, table: newTable(), logger: silent, queryTimeout: 400 });
     // The transport's own connection settings, on a connection of the test's: the server enforces them.
-    const c = new pg.Client(t.clientConfig);
+    const c = new pg.Client((t as unknown as { clientConfig: pg.ClientConfig }).clientConfig);
     c.on('error', () => {});
     await c.connect();
     try {
