@@ -1,8 +1,8 @@
 /**
- * Processes in Linux network namespaces for the silent-drop tests over HTTP/2
- * (presence-h2-drop.test.ts): a child started with `ip netns exec` whose stdout is JSON lines,
- * kept with their arrival time, and requests made from inside a namespace the test process cannot
- * reach. The same machinery as presence-silent-drop.test.ts, shared here.
+ * Linux network namespaces for the silent-drop tests (presence-silent-drop.test.ts over HTTP/1.1,
+ * presence-h2-drop.test.ts over HTTP/2): the star of namespaces they build, a child started with
+ * `ip netns exec` whose stdout is JSON lines kept with their arrival time, and requests made from
+ * inside a namespace the test process cannot reach.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -168,3 +168,62 @@ export class NsFetcher {
   }
 }
 
+
+/** One client's side of the star: its namespace, the veth pair's two ends and their /30 addresses. */
+export interface Link {
+  ns: string;
+  hubDev: string;
+  dev: string;
+  hubAddr: string;
+  addr: string;
+}
+
+/**
+ * Creates the hub's namespace and one per client, each joined to the hub's by its own veth pair.
+ * The hub listens on the first link's address; the other clients route to it through their own
+ * link. Every namespace is recorded in `made` as soon as it exists, so that a setup failing half
+ * way is still undone by {@link deleteNamespaces}.
+ */
+export function buildStar(hubNs: string, links: readonly Link[], made: string[]): void {
+  const hubAddr = links[0]!.hubAddr;
+  ip('netns', 'add', hubNs);
+  made.push(hubNs);
+  ip('-n', hubNs, 'link', 'set', 'lo', 'up');
+  for (const c of links) {
+    ip('netns', 'add', c.ns);
+    made.push(c.ns);
+    ip('-n', c.ns, 'link', 'set', 'lo', 'up');
+    ip('link', 'add', c.hubDev, 'netns', hubNs, 'type', 'veth', 'peer', 'name', c.dev, 'netns', c.ns);
+    ip('-n', hubNs, 'addr', 'add', `${c.hubAddr}/30`, 'dev', c.hubDev);
+    ip('-n', c.ns, 'addr', 'add', `${c.addr}/30`, 'dev', c.dev);
+    ip('-n', hubNs, 'link', 'set', c.hubDev, 'up');
+    ip('-n', c.ns, 'link', 'set', c.dev, 'up');
+    if (c.hubAddr !== hubAddr) ip('-n', c.ns, 'route', 'add', `${hubAddr}/32`, 'via', c.hubAddr);
+  }
+}
+
+export function deleteNamespaces(made: string[]): void {
+  for (const ns of made.splice(0)) {
+    try {
+      execFileSync(IP, ['netns', 'del', ns], { stdio: 'pipe' });
+    } catch {
+      // Already gone.
+    }
+  }
+}
+
+export interface SubscriptionEvent {
+  subscriber: string;
+  topic: string;
+  active: boolean;
+  /** When the line arrived (performance.now() of the test process). */
+  at: number;
+}
+
+/** The subscription events a watcher process received, from its line `from` on. */
+export function subscriptionEvents(watcher: NsProcess, from = 0): SubscriptionEvent[] {
+  return watcher.lines
+    .slice(from)
+    .filter((l) => l.t === 'event' && typeof l.data === 'string')
+    .map((l) => ({ ...(JSON.parse(l.data as string) as Omit<SubscriptionEvent, 'at'>), at: l.at }));
+}

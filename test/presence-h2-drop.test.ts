@@ -24,7 +24,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { IP, ip, type Line, NsFetcher, NsProcess, netnsUnavailable } from './netns-process.js';
+import { buildStar, deleteNamespaces, ip, type Line, NsFetcher, NsProcess, netnsUnavailable, type SubscriptionEvent, subscriptionEvents } from './netns-process.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const FIXTURES = join(ROOT, 'test', 'fixtures');
@@ -71,13 +71,6 @@ interface Scenario {
   pings: boolean;
 }
 
-interface SubscriptionEvent {
-  subscriber: string;
-  topic: string;
-  active: boolean;
-  at: number;
-}
-
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const count = (p: NsProcess, t: string, from = 0): number => p.lines.slice(from).filter((l) => l.t === t).length;
 const sessionEnds = (p: NsProcess): Line[] => p.lines.filter((l) => ['end', 'error', 'goaway', 'close', 'session-error'].includes(String(l.t)));
@@ -116,24 +109,11 @@ function scenario(sc: Scenario, netIndex: number): void {
     let watcher: NsProcess;
     let api: NsFetcher;
 
-    const events = (from = 0): SubscriptionEvent[] =>
-      watcher.lines
-        .slice(from)
-        .filter((l) => l.t === 'event' && typeof l.data === 'string')
-        .map((l) => ({ ...(JSON.parse(l.data as string) as Omit<SubscriptionEvent, 'at'>), at: l.at }));
+    const events = (from = 0): SubscriptionEvent[] => subscriptionEvents(watcher, from);
 
-    const deleteNamespaces = (): void => {
-      for (const ns of namespaces.splice(0)) {
-        try {
-          execFileSync(IP, ['netns', 'del', ns], { stdio: 'pipe' });
-        } catch {
-          // Already gone.
-        }
-      }
-    };
     const onExit = (): void => {
       for (const p of procs) p.killNow();
-      deleteNamespaces();
+      deleteNamespaces(namespaces);
     };
 
     beforeAll(async () => {
@@ -141,20 +121,7 @@ function scenario(sc: Scenario, netIndex: number): void {
       process.once('exit', onExit);
       if (!existsSync(CLI)) throw new Error('dist/cli.js is missing: run `npm run build` first');
 
-      ip('netns', 'add', NS_HUB);
-      namespaces.push(NS_HUB);
-      ip('-n', NS_HUB, 'link', 'set', 'lo', 'up');
-      for (const c of clients) {
-        ip('netns', 'add', c.ns);
-        namespaces.push(c.ns);
-        ip('-n', c.ns, 'link', 'set', 'lo', 'up');
-        ip('link', 'add', c.hubDev, 'netns', NS_HUB, 'type', 'veth', 'peer', 'name', c.dev, 'netns', c.ns);
-        ip('-n', NS_HUB, 'addr', 'add', `${c.hubAddr}/30`, 'dev', c.hubDev);
-        ip('-n', c.ns, 'addr', 'add', `${c.addr}/30`, 'dev', c.dev);
-        ip('-n', NS_HUB, 'link', 'set', c.hubDev, 'up');
-        ip('-n', c.ns, 'link', 'set', c.dev, 'up');
-        if (c.hubAddr !== HUB_ADDR) ip('-n', c.ns, 'route', 'add', `${HUB_ADDR}/32`, 'via', c.hubAddr);
-      }
+      buildStar(NS_HUB, clients, namespaces);
       // The kernel's defaults, stated: only the PINGs can find a silent peer within the budget.
       const sysctl = ip('netns', 'exec', NS_HUB, 'sysctl', '-n', 'net.ipv4.tcp_retries2', 'net.ipv4.tcp_keepalive_time').split('\n');
       expect(Number(sysctl[0])).toBeGreaterThanOrEqual(8);
@@ -224,7 +191,7 @@ function scenario(sc: Scenario, netIndex: number): void {
 
     afterAll(async () => {
       await Promise.all(procs.map((p) => p.kill()));
-      deleteNamespaces();
+      deleteNamespaces(namespaces);
       if (certDir) rmSync(certDir, { recursive: true, force: true });
       process.removeListener('exit', onExit);
     });

@@ -22,14 +22,13 @@
  *
  * Needs root and `ip netns`; skipped with a warning otherwise, unless CI is set (then it fails).
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildStar, deleteNamespaces, ip, type Line, NsFetcher, NsProcess, netnsUnavailable, type SubscriptionEvent, subscriptionEvents } from './netns-process.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const FIXTURES = join(ROOT, 'test', 'fixtures');
@@ -40,32 +39,12 @@ const DETECTION_BUDGET_MS = 15_000;
 /** How long every link stays up and idle in the control case: as long as detection takes here. */
 const CONTROL_IDLE_MS = 8_000;
 
-function ipPath(): string | null {
-  for (const p of ['/usr/sbin/ip', '/sbin/ip', '/usr/bin/ip', '/bin/ip']) if (existsSync(p)) return p;
-  return null;
-}
-
-/** Root and a working `ip netns`: checked once, synchronously, to decide whether to run at all. */
-function netnsUnavailable(): string | null {
-  if (process.platform !== 'linux') return `not Linux (${process.platform})`;
-  if (process.getuid?.() !== 0) return 'not running as root';
-  const ip = ipPath();
-  if (!ip) return '`ip` (iproute2) not found';
-  try {
-    execFileSync(ip, ['netns', 'list'], { stdio: 'pipe' });
-  } catch (err) {
-    return `\`ip netns list\` failed: ${(err as Error).message}`;
-  }
-  return null;
-}
-
 const unavailable = netnsUnavailable();
 const skip = unavailable !== null && !process.env.CI;
 if (skip) {
   console.warn(`presence-silent-drop: SKIPPED (${unavailable}); needs root and Linux network namespaces. Set CI=1 to make this a failure.`);
 }
 
-const IP = ipPath() ?? 'ip';
 const tag = randomBytes(3).toString('hex');
 const octet = randomBytes(1)[0]!;
 const NS_HUB = `qs-hub-${tag}`;
@@ -106,147 +85,6 @@ const JWT_KEY = randomBytes(32).toString('hex');
 const SUBSCRIPTIONS_TEMPLATE = '/.well-known/mercure/subscriptions{/topic}{/subscriber}';
 const TOPIC = 'https://example.com/presence';
 
-function ip(...args: string[]): string {
-  return execFileSync(IP, args, { stdio: 'pipe', encoding: 'utf8' });
-}
-
-type Line = Record<string, unknown> & { at: number };
-
-/** A child process in a namespace whose stdout is JSON lines, kept with their arrival time. */
-class NsProcess {
-  readonly lines: Line[] = [];
-  readonly raw: string[] = [];
-  stderr = '';
-  private readonly child: ChildProcess;
-  private waiters = new Set<() => void>();
-
-  constructor(
-    readonly name: string,
-    ns: string,
-    args: string[],
-    env: Record<string, string> = {},
-  ) {
-    // `ip netns exec` execs the command in place: the child's pid is node's.
-    this.child = spawn(IP, ['netns', 'exec', ns, process.execPath, ...args], {
-      cwd: ROOT,
-      env: { ...process.env, ...env },
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    createInterface({ input: this.child.stdout! }).on('line', (line) => {
-      this.raw.push(line);
-      try {
-        const parsed = JSON.parse(line) as unknown;
-        if (parsed && typeof parsed === 'object') this.lines.push({ ...(parsed as object), at: performance.now() });
-      } catch {
-        // Not JSON: kept in `raw` only.
-      }
-      for (const w of [...this.waiters]) w();
-    });
-    this.child.stderr!.on('data', (d: Buffer) => {
-      this.stderr += d.toString();
-    });
-    this.child.on('exit', () => {
-      for (const w of [...this.waiters]) w();
-    });
-  }
-
-  get alive(): boolean {
-    return this.child.exitCode === null && this.child.signalCode === null;
-  }
-
-  send(line: string): void {
-    this.child.stdin!.write(line + '\n');
-  }
-
-  /** The first line (from index `from`) satisfying `pred`, waiting up to `timeout` ms for it. */
-  waitFor(pred: (l: Line) => boolean, timeout: number, what: string, from = 0): Promise<Line> {
-    return new Promise((resolve, reject) => {
-      let i = from;
-      const check = (): boolean => {
-        for (; i < this.lines.length; i++) {
-          const l = this.lines[i]!;
-          if (pred(l)) {
-            done();
-            resolve(l);
-            return true;
-          }
-        }
-        if (!this.alive) {
-          done();
-          reject(new Error(`${this.name} exited (code ${this.child.exitCode}, signal ${this.child.signalCode}) while waiting for ${what}; stderr: ${this.stderr.slice(-2000)}`));
-          return true;
-        }
-        return false;
-      };
-      const timer = setTimeout(() => {
-        done();
-        reject(new Error(`${this.name}: no ${what} within ${timeout} ms; last output: ${this.raw.slice(-10).join('\n')}; stderr: ${this.stderr.slice(-2000)}`));
-      }, timeout);
-      const waiter = (): void => void check();
-      const done = (): void => {
-        clearTimeout(timer);
-        this.waiters.delete(waiter);
-      };
-      this.waiters.add(waiter);
-      check();
-    });
-  }
-
-  kill(): Promise<void> {
-    if (!this.alive) return Promise.resolve();
-    return new Promise((resolve) => {
-      const t = setTimeout(() => {
-        this.child.kill('SIGKILL');
-        resolve();
-      }, 2000);
-      this.child.once('exit', () => {
-        clearTimeout(t);
-        resolve();
-      });
-      this.child.kill('SIGTERM');
-    });
-  }
-
-  killNow(): void {
-    if (this.alive) this.child.kill('SIGKILL');
-  }
-}
-
-/** Requests made from inside the hub's namespace (the test process cannot reach it). */
-class NsFetcher {
-  private next = 1;
-  constructor(private readonly proc: NsProcess, private readonly base: string) {}
-
-  async get(path: string, auth = false): Promise<{ status: number; body: string }> {
-    const id = this.next++;
-    const from = this.proc.lines.length;
-    this.proc.send(JSON.stringify({ id, url: this.base + path, auth }));
-    const l = await this.proc.waitFor((x) => x.id === id, 5000, `answer to GET ${path}`, from);
-    if (typeof l.error === 'string') throw new Error(`GET ${path}: ${l.error}`);
-    return { status: l.status as number, body: l.body as string };
-  }
-
-  async subscriptions(): Promise<Array<{ subscriber: string; topic: string; active: boolean }>> {
-    const r = await this.get('/.well-known/mercure/subscriptions', true);
-    if (r.status !== 200) throw new Error(`subscriptions API answered ${r.status}: ${r.body}`);
-    return (JSON.parse(r.body) as { subscriptions: Array<{ subscriber: string; topic: string; active: boolean }> }).subscriptions;
-  }
-
-  async connected(): Promise<number> {
-    const r = await this.get('/metrics');
-    const m = /^mercure_subscribers_connected (\d+)$/m.exec(r.body);
-    if (r.status !== 200 || !m) throw new Error(`/metrics answered ${r.status} without mercure_subscribers_connected`);
-    return Number(m[1]);
-  }
-}
-
-interface SubscriptionEvent {
-  subscriber: string;
-  topic: string;
-  active: boolean;
-  at: number;
-}
-
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 const heartbeats = (p: NsProcess, from = 0): number => p.lines.slice(from).filter((l) => l.t === 'heartbeat').length;
@@ -262,25 +100,12 @@ describe.skipIf(skip)('presence clears when a subscriber silently drops (network
   const control = CLIENTS.find((c) => c.drop === 'none')!;
 
   /** Subscription events received by the watcher. */
-  const events = (from = 0): SubscriptionEvent[] =>
-    watcher.lines
-      .slice(from)
-      .filter((l) => l.t === 'event' && typeof l.data === 'string')
-      .map((l) => ({ ...(JSON.parse(l.data as string) as Omit<SubscriptionEvent, 'at'>), at: l.at }));
+  const events = (from = 0): SubscriptionEvent[] => subscriptionEvents(watcher, from);
 
-  const deleteNamespaces = (): void => {
-    for (const ns of namespaces.splice(0)) {
-      try {
-        execFileSync(IP, ['netns', 'del', ns], { stdio: 'pipe' });
-      } catch {
-        // Already gone.
-      }
-    }
-  };
   // Last resort if the worker exits without running afterAll.
   const onExit = (): void => {
     for (const p of procs) p.killNow();
-    deleteNamespaces();
+    deleteNamespaces(namespaces);
   };
 
   beforeAll(async () => {
@@ -291,20 +116,7 @@ describe.skipIf(skip)('presence clears when a subscriber silently drops (network
     // `npm test` builds dist/ before running the tests; building here would race other files using it.
     if (!existsSync(CLI)) throw new Error('dist/cli.js is missing: run `npm run build` first');
 
-    ip('netns', 'add', NS_HUB);
-    namespaces.push(NS_HUB);
-    ip('-n', NS_HUB, 'link', 'set', 'lo', 'up');
-    for (const c of CLIENTS) {
-      ip('netns', 'add', c.ns);
-      namespaces.push(c.ns);
-      ip('-n', c.ns, 'link', 'set', 'lo', 'up');
-      ip('link', 'add', c.hubDev, 'netns', NS_HUB, 'type', 'veth', 'peer', 'name', c.dev, 'netns', c.ns);
-      ip('-n', NS_HUB, 'addr', 'add', `${c.hubAddr}/30`, 'dev', c.hubDev);
-      ip('-n', c.ns, 'addr', 'add', `${c.addr}/30`, 'dev', c.dev);
-      ip('-n', NS_HUB, 'link', 'set', c.hubDev, 'up');
-      ip('-n', c.ns, 'link', 'set', c.dev, 'up');
-      if (c.hubAddr !== HUB_ADDR) ip('-n', c.ns, 'route', 'add', `${HUB_ADDR}/32`, 'via', c.hubAddr);
-    }
+    buildStar(NS_HUB, CLIENTS, namespaces);
     // What an operator tunes in production, here for the hub's namespace only.
     ip(
       'netns', 'exec', NS_HUB, 'sysctl', '-q', '-w',
@@ -368,7 +180,7 @@ describe.skipIf(skip)('presence clears when a subscriber silently drops (network
 
   afterAll(async () => {
     await Promise.all(procs.map((p) => p.kill()));
-    deleteNamespaces();
+    deleteNamespaces(namespaces);
     process.removeListener('exit', onExit);
   });
 
