@@ -12,13 +12,14 @@ import { MemoryTransport } from './memory.js';
 import { dedupeWindowParam } from './recent-ids.js';
 
 /**
- * Builds the transport named by a URL (`memory://`, `lmdb:///path`, `redis://`, `postgres://`,
+ * Builds the transport named by a URL (`memory://`, `lmdb:///path`, `redis://`, `redis+cluster://`, `postgres://`,
  * `nats://`). Server transports are loaded on demand so their clients cost nothing when unused.
  */
 export async function createTransport(url: string, logger: Logger): Promise<Transport> {
   let u: URL;
   try {
-    u = new URL(url);
+    // A cluster URL may list several hosts, which a WHATWG URL cannot hold: rewritten first.
+    u = /^rediss?\+cluster:/i.test(url.trim()) ? (await import('./redis/options.js')).parseTransportUrl(url) : new URL(url);
   } catch {
     throw new Error(`invalid transport URL "${url}"`);
   }
@@ -56,13 +57,15 @@ export async function createTransport(url: string, logger: Logger): Promise<Tran
       return natsTransportFromUrl(u, logger);
     }
     case 'redis':
-    case 'rediss': {
+    case 'rediss':
+    case 'redis+cluster':
+    case 'rediss+cluster': {
       const { redisTransportFromUrl } = await import('./redis/index.js');
       return redisTransportFromUrl(u, logger);
     }
     default:
       throw new Error(
-        `unsupported transport "${scheme}://" (supported: lmdb://, memory://, redis://, rediss://, postgres://, nats://)`,
+        `unsupported transport "${scheme}://" (supported: lmdb://, memory://, redis://, rediss://, redis+cluster://, postgres://, nats://)`,
       );
   }
 }

@@ -9,34 +9,47 @@
  * would still hand the kernel's unsent bytes to Redis once the link heals, and a publish already
  * answered 503 would be stored after newer ones), the commands in flight fail at once, and the
  * connection is not ready until ioredis reconnected and its ready check (the probe) passed.
+ *
+ * On Redis Cluster (cluster.ts) the client holds one socket per node: all of them are reset, so the
+ * cluster reconnects from scratch (slot map and ready check included) before it is trusted again.
+ * There the connection is ready only when the socket to the master of the hub's slot is too:
+ * ioredis refuses (without sending) a command for a node whose connection is being set up.
  */
 import type { Socket } from 'node:net';
-import { Redis, type RedisOptions } from 'ioredis';
+import { Cluster, type Redis } from 'ioredis';
 import type { Logger } from '../../observability/logger.js';
 import { TransportUnavailableError, type StoredOutcome } from '../../core/transport.js';
+import { keySlot, slotMaster } from './cluster.js';
 
 /** Most items one command reads or writes (XRANGE/XREAD/HSCAN counts, HSET/HDEL batches). */
 export const PAGE = 1000;
 
-/** One ioredis connection plus what the transport needs around it. */
+/** One ioredis connection (a single node, or a Redis Cluster) plus what the transport needs around it. */
 export class Connection {
-  readonly client: Redis;
   lastError: string | undefined;
   /** Why the connection is distrusted since a command timed out; cleared when it is ready again. */
   suspect: string | undefined;
   private readonly inflight = new Set<(err: Error) => void>();
   private wasReady = false;
   private down = false;
+  /** Slot of the hub's keys, on a cluster. */
+  private readonly slot: number | undefined;
 
   constructor(
-    options: RedisOptions,
+    readonly client: Redis | Cluster,
     private readonly role: string,
     private readonly address: string,
     private readonly logger: Logger | undefined,
+    /** On a cluster, a key of the hub (all its keys share its slot). */
+    key?: string,
   ) {
-    this.client = new Redis(options);
+    this.slot = client instanceof Cluster && key !== undefined ? keySlot(key) : undefined;
     this.client.on('error', (err: Error) => {
       this.lastError = err.message || String(err);
+    });
+    // A cluster reports a failing node apart from its own errors; that is usually the cause.
+    this.client.on('node error', (err: Error, node: string) => {
+      this.lastError = `${node}: ${err.message || String(err)}`;
     });
     this.client.on('ready', () => {
       this.lastError = undefined;
@@ -62,7 +75,9 @@ export class Connection {
   }
 
   get ready(): boolean {
-    return this.client.status === 'ready' && this.suspect === undefined;
+    if (this.client.status !== 'ready' || this.suspect !== undefined) return false;
+    if (this.slot === undefined || !(this.client instanceof Cluster)) return true;
+    return slotMaster(this.client, this.slot)?.status === 'ready';
   }
 
   /**
@@ -106,13 +121,19 @@ export class Connection {
     const lost = new Error(`Redis not responding (${why}): connection reset`);
     for (const fail of [...this.inflight]) fail(lost);
     this.inflight.clear();
-    const socket = (this.client as unknown as { stream?: Socket }).stream;
-    try {
-      socket?.resetAndDestroy();
-    } catch {
-      // TLS: no TCP handle of its own to reset; destroying it is the best left.
-      socket?.destroy();
+    const cluster = this.client instanceof Cluster ? this.client : undefined;
+    for (const c of cluster ? cluster.nodes('all') : [this.client]) {
+      const socket = (c as unknown as { stream?: Socket }).stream;
+      try {
+        socket?.resetAndDestroy();
+      } catch {
+        // TLS: no TCP handle of its own to reset; destroying it is the best left.
+        socket?.destroy();
+      }
     }
+    // A cluster whose node sockets are gone reconnects only once every node is dropped: drop them
+    // all now (nodes still connecting included), so that it rebuilds its slot map and ready check.
+    cluster?.disconnect(true);
   }
 
   /** Resolves when the connection is ready, after `ms`, or on abort, whichever comes first. */
@@ -121,20 +142,31 @@ export class Connection {
     return new Promise((resolve) => {
       const done = (): void => {
         clearTimeout(timer);
-        this.client.off('ready', done);
+        clearInterval(poll);
+        this.client.off('ready', onReady);
         this.client.off('end', done);
         signal.removeEventListener('abort', done);
         resolve();
       };
+      const onReady = (): void => {
+        if (this.ready) done();
+      };
+      // On a cluster readiness also depends on a node's connection: looked at, not listened to.
+      const poll = this.slot !== undefined ? setInterval(onReady, 20) : undefined;
       const timer = setTimeout(done, ms);
-      this.client.once('ready', done);
+      this.client.on('ready', onReady);
       this.client.once('end', done);
       signal.addEventListener('abort', done);
     });
   }
 
   describe(): string {
-    return this.suspect ?? this.lastError ?? (this.client.status === 'ready' ? 'ready' : `connection ${this.client.status}`);
+    if (this.suspect) return this.suspect;
+    if (this.client.status === 'ready' && this.slot !== undefined && !this.ready) {
+      const node = slotMaster(this.client as Cluster, this.slot);
+      return node ? `connection to ${node.options.host}:${node.options.port} ${node.status}` : `no master known for slot ${this.slot}`;
+    }
+    return this.lastError ?? (this.client.status === 'ready' ? 'ready' : `connection ${this.client.status}`);
   }
 
   /** The error a publisher or reader gets when this connection cannot serve `what`. */
@@ -142,6 +174,9 @@ export class Connection {
     let reason = err instanceof Error ? err.message : String(err);
     // ioredis refuses a command it cannot write at once (no offline queue): it never left.
     if (reason.includes('enableOfflineQueue')) stored = 'no';
+    // A cluster node refused it without running it (a redirection ioredis did not follow, or the
+    // cluster cannot serve the slot); cluster.ts says which redirections are followed.
+    if (/^(MOVED|ASK|TRYAGAIN|CLUSTERDOWN) /.test(reason)) stored = 'no';
     // ioredis' own message for a disconnected client says nothing about why.
     if (reason.includes('enableOfflineQueue') || reason.startsWith('Connection is closed')) {
       reason = `not connected (${this.lastError ?? this.client.status})`;

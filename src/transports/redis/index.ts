@@ -33,21 +33,27 @@
  * command times out mid-publish, the publisher gets a 503 although the update may have been stored:
  * ioredis' resending of unanswered commands is disabled, so an update is never appended twice.
  *
- * Needs Redis ≥ 6.2 or Valkey (XTRIM MINID, exclusive XRANGE, SET … GET). Single Redis (or a
- * primary with replicas) only: the scripts derive key names, which Redis Cluster forbids. The
- * transport survives Redis restarts and failovers behind the same address.
+ * Needs Redis ≥ 6.2 or Valkey (XTRIM MINID, exclusive XRANGE, SET … GET). Runs on a single Redis
+ * (or a primary with replicas; it survives restarts and failovers behind the same address) or on
+ * Redis Cluster (cluster.ts): there S carries a hash tag (`{mercure}`), so every key above, and any
+ * key added later as long as it derives from S, is in one slot: every script and multi-key command
+ * stays single-slot, on the master serving it. Both connections are then cluster clients, the
+ * reader's XREAD on a socket of its own to that master; a failover of that master is followed
+ * (slot map refresh, MOVED), and with async replication the writes it had not yet sent to the
+ * promoted replica are lost unless `wait` is set (docs/operations.md).
  */
 import { randomUUID } from 'node:crypto';
-import type { RedisOptions } from 'ioredis';
+import { Redis, type Cluster, type RedisOptions } from 'ioredis';
 import type { Logger } from '../../observability/logger.js';
 import { DEFAULT_DEDUPE_WINDOW, TransportUnavailableError } from '../../core/transport.js';
 import type { DispatchResult, SubscriptionRecord, Transport, TransportHealth } from '../../core/transport.js';
 import type { StoredUpdate, Update } from '../../core/update.js';
+import { clusterClient, hashTagged } from './cluster.js';
 import { Connection, PAGE, sleep } from './connection.js';
 import { entryFields, entryUpdateId, parseEntry } from './entry.js';
 import { redisOptionsFromUrl, type RedisTransportOptions } from './options.js';
 import { RedisPresence } from './presence.js';
-import { defineScripts, type Entry, type Scripts } from './scripts.js';
+import { defineScripts, DISPATCH_SCRIPT, type Entry, type Scripts } from './scripts.js';
 import { RedisWebhookStore } from './webhook-state.js';
 
 export type { RedisTransportOptions } from './options.js';
@@ -60,6 +66,8 @@ export class RedisTransport implements Transport {
   /** This node's identity in presence records. */
   readonly nodeId: string;
   readonly stream: string;
+  /** On Redis Cluster (options.cluster). */
+  private readonly clustered: boolean;
   private readonly indexKey: string;
   private readonly size: number;
   private readonly slack: number;
@@ -93,8 +101,10 @@ export class RedisTransport implements Transport {
   private length = 0;
 
   constructor(options: RedisTransportOptions = {}) {
-    this.stream = options.stream ?? 'mercure';
-    if (this.stream === '') throw new Error('Redis transport: the stream name must not be empty');
+    const stream = options.stream ?? 'mercure';
+    if (stream === '') throw new Error('Redis transport: the stream name must not be empty');
+    this.clustered = (options.cluster?.length ?? 0) > 0;
+    this.stream = this.clustered ? hashTagged(stream) : stream;
     this.indexKey = `${this.stream}:ids`;
     this.nodeId = options.nodeId ?? randomUUID();
     if (this.nodeId.includes('|')) throw new Error('Redis transport: the node id must not contain "|"');
@@ -114,7 +124,9 @@ export class RedisTransport implements Transport {
     this.logger = options.logger;
 
     const base: RedisOptions = { ...options.redis };
-    this.address = base.path ?? `${base.host ?? '127.0.0.1'}:${base.port ?? 6379}/${base.db ?? 0}`;
+    this.address = this.clustered
+      ? `cluster ${options.cluster!.map((n) => `${n.host}:${n.port}`).join(',')}`
+      : (base.path ?? `${base.host ?? '127.0.0.1'}:${base.port ?? 6379}/${base.db ?? 0}`);
     const common: RedisOptions = {
       ...base,
       lazyConnect: true,
@@ -128,17 +140,23 @@ export class RedisTransport implements Transport {
       // A failover that turned our server into a replica: reconnect (to the new primary via DNS).
       reconnectOnError: (err: Error) => err.message.startsWith('READONLY'),
     };
+    const client = (o: RedisOptions): Redis | ReturnType<typeof clusterClient> =>
+      this.clustered
+        ? clusterClient(options.cluster!, o, { connectTimeout: this.connectTimeout, commandTimeout: o.commandTimeout, tls: base.tls !== undefined })
+        : new Redis(o);
     this.cmd = new Connection(
-      { ...common, commandTimeout: this.commandTimeout || undefined, connectionName: base.connectionName ?? 'quicksilver' },
+      client({ ...common, commandTimeout: this.commandTimeout || undefined, connectionName: base.connectionName ?? 'quicksilver' }),
       'commands',
       this.address,
       this.logger,
+      this.stream,
     );
     this.reader = new Connection(
-      { ...common, connectionName: base.connectionName ? `${base.connectionName}-reader` : 'quicksilver-reader' },
+      client({ ...common, connectionName: base.connectionName ? `${base.connectionName}-reader` : 'quicksilver-reader' }),
       'reader',
       this.address,
       this.logger,
+      this.stream,
     );
     this.scripts = defineScripts(this.cmd.client);
     this.presence = new RedisPresence(this.stream, this.nodeId, this.cmd, this.scripts, this.logger, () => this.closed);
@@ -153,8 +171,10 @@ export class RedisTransport implements Transport {
     this.deliver = deliver;
     // Redis being down at start is not fatal: the hub serves (not ready, publishes answer 503) and
     // the connections keep retrying in the background.
+    const wait = (c: Connection): Promise<void> => c.waitReady((this.connectTimeout || 10_000) + 500, this.stopping.signal);
+    // A connected cluster may still be setting up the socket to the slot's master: wait for it too.
     const connect = (c: Connection): Promise<void> =>
-      Promise.race([c.client.connect().catch(() => {}), c.waitReady((this.connectTimeout || 10_000) + 500, this.stopping.signal)]);
+      Promise.race([c.client.connect().then(() => wait(c), () => {}), wait(c)]);
     await Promise.all([connect(this.cmd), connect(this.reader)]);
     if (this.reader.ready) {
       try {
@@ -241,12 +261,15 @@ export class RedisTransport implements Transport {
     }
     // Known down (or suspect) before anything is sent: certainly not stored.
     if (!this.cmd.ready) throw new TransportUnavailableError(`Redis ${this.address}: cannot store the update: ${this.cmd.describe()}`, { stored: 'no' });
-    const fields = entryFields(update);
+    const args = [this.size, this.slack, update.id, this.dedupeWindow, ...entryFields(update)];
+    // On a cluster WAIT has no key to be routed by: it goes in one pipeline with the write, on the
+    // socket of the master that ran it (WAIT counts that connection's writes).
+    const waitWithWrite = this.clustered && this.waitReplicas > 0;
     let res: [string, number];
+    let waited: number | Error | undefined;
     try {
-      res = await this.cmd.run(
-        this.scripts.qsDispatch(this.stream, this.indexKey, this.size, this.slack, update.id, this.dedupeWindow, ...fields),
-      );
+      if (waitWithWrite) [res, waited] = await this.cmd.run(this.writeAndWait(args));
+      else res = await this.cmd.run(this.scripts.qsDispatch(this.stream, this.indexKey, ...args));
     } catch (err) {
       throw this.cmd.unavailable('cannot store the update', err);
     }
@@ -255,7 +278,8 @@ export class RedisTransport implements Transport {
     if (this.waitReplicas > 0) {
       let acked: number;
       try {
-        acked = Number(await this.cmd.run(this.cmd.client.call('WAIT', this.waitReplicas, this.waitTimeout)));
+        if (waited instanceof Error) throw waited;
+        acked = waited ?? Number(await this.cmd.run(this.cmd.client.call('WAIT', this.waitReplicas, this.waitTimeout)));
       } catch (err) {
         throw this.cmd.unavailable('update stored on the primary but replication not confirmed', err);
       }
@@ -265,6 +289,27 @@ export class RedisTransport implements Transport {
         );
       }
     }
+  }
+
+  /**
+   * The dispatch script then WAIT, pipelined (cluster only). EVAL with the source, not EVALSHA: a
+   * NOSCRIPT answer would make ioredis resend the script outside the pipeline, after the WAIT.
+   */
+  private async writeAndWait(args: (string | number)[]): Promise<[[string, number], number | Error]> {
+    const results = await this.cmd.client
+      .pipeline()
+      .eval(DISPATCH_SCRIPT, 2, this.stream, this.indexKey, ...args)
+      .call('WAIT', this.waitReplicas, this.waitTimeout)
+      .exec();
+    const [write, wait] = results ?? [];
+    // ioredis follows a pipeline's MOVED only when every command got it (WAIT, keyless, does not):
+    // the publish fails, not run; the map is corrected for the next one.
+    if (write?.[0]?.message.startsWith('MOVED ')) (this.cmd.client as Cluster).refreshSlotsCache();
+    if (!write || write[0]) throw write?.[0] ?? new Error('no answer to the write');
+    const waitError = wait ? wait[0] : new Error('no answer to WAIT');
+    // A pipeline reports a timeout in its results, where Connection.run does not see it.
+    if (waitError?.message === 'Command timed out') this.cmd.distrust(waitError.message);
+    return [write[1] as [string, number], waitError ?? Number(wait![1])];
   }
 
   async history(after: string, onUpdate: (update: StoredUpdate) => void): Promise<{ found: boolean }> {

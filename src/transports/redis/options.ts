@@ -1,7 +1,8 @@
 /*
  * Configuration of the Redis transport: its options and how a `redis://` / `rediss://` URL maps
- * onto them (connection, TLS and transport parameters). Kept apart from the transport so that URL
- * syntax and validation can change without touching the runtime code.
+ * onto them (connection, TLS and transport parameters), `redis+cluster://` / `rediss+cluster://`
+ * (or `cluster=1`) for Redis Cluster. Kept apart from the transport so that URL syntax and
+ * validation can change without touching the runtime code.
  */
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
@@ -9,9 +10,20 @@ import type { RedisOptions } from 'ioredis';
 import type { Logger } from '../../observability/logger.js';
 import { dedupeWindowParam } from '../recent-ids.js';
 
+/** A Redis Cluster node to discover the cluster from. */
+export interface ClusterSeed {
+  host: string;
+  port: number;
+}
+
 export interface RedisTransportOptions {
-  /** ioredis connection options (host, port, username, password, db, tls…). */
+  /** ioredis connection options (host, port, username, password, db, tls…); with `cluster`, those of every node. */
   redis?: RedisOptions | undefined;
+  /**
+   * Redis Cluster: the nodes to discover it from (any few; the others are learnt from them). The
+   * keys then carry a hash tag (see cluster.ts), `redis.host/port/db` are ignored.
+   */
+  cluster?: readonly ClusterSeed[] | undefined;
   /** Stream key; the other keys are derived from it. Default `mercure`. */
   stream?: string | undefined;
   /** Updates kept for replay (approximately: trimmed by batches of 1 %). Default 100 000; ≥ 1. */
@@ -51,7 +63,35 @@ const PARAMS = new Set([
   'tls_insecure',
   'name',
   'dedupe_window',
+  'cluster',
+  'nodes',
 ]);
+
+/** `host[:port]` or `[v6][:port]`, port defaulting to 6379. */
+function seed(s: string): ClusterSeed {
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]+))(?::(\d+))?$/.exec(s.trim());
+  if (!m) throw new Error(`Redis transport URL: "${s}" is not a host or host:port`);
+  const port = m[3] ? Number(m[3]) : 6379;
+  if (!(port >= 1 && port <= 65535)) throw new Error(`Redis transport URL: bad port in "${s}"`);
+  return { host: (m[1] ?? m[2])!, port };
+}
+
+/**
+ * A WHATWG URL cannot hold a list of hosts, so `redis+cluster://[auth@]h1:p1,h2:p2[/…]` is
+ * rewritten to the equivalent `redis+cluster://[auth@]h1:p1/…?nodes=h2:p2`. Other URLs are parsed
+ * as they are.
+ */
+export function parseTransportUrl(raw: string): URL {
+  const m = /^(rediss?\+cluster:\/\/)([^/?#]*)(.*)$/i.exec(raw.trim());
+  const hosts = m ? m[2]!.slice(m[2]!.lastIndexOf('@') + 1) : '';
+  if (!m || !hosts.includes(',')) return new URL(raw);
+  const auth = m[2]!.slice(0, m[2]!.length - hosts.length);
+  const [first, ...others] = hosts.split(',').filter((h) => h !== '');
+  const url = new URL(`${m[1]}${auth}${first ?? ''}${m[3]!.startsWith('/') || m[3] === '' ? m[3] : `/${m[3]}`}`);
+  const extra = [url.searchParams.get('nodes'), ...others].filter((x) => x).join(',');
+  url.searchParams.set('nodes', extra);
+  return url;
+}
 
 /**
  * `redis://[user:pass@]host[:port][/db]?stream=mercure&size=100000` (`rediss://` for TLS). Options:
@@ -61,10 +101,15 @@ const PARAMS = new Set([
  * 5000), `tls=1` (TLS on `redis://`), `tls_ca_file` (PEM CA bundle), `tls_insecure=1` (skip
  * certificate verification; testing only), `name` (client name shown by CLIENT LIST),
  * `dedupe_window` (duration, default 2m; 0 = reused ids are stored again).
+ *
+ * Redis Cluster: `redis+cluster://h1:7000,h2:7001/?stream=mercure` (`rediss+cluster://` for TLS),
+ * or `cluster=1` on a `redis://` URL; `nodes=h2:7001,h3:7002` adds seed nodes to the URL's host.
+ * No database number (a cluster has only database 0).
  */
 export function redisOptionsFromUrl(url: URL, logger: Logger): RedisTransportOptions {
-  const scheme = url.protocol.replace(/:$/, '');
-  if (scheme !== 'redis' && scheme !== 'rediss') throw new Error(`Redis transport: unsupported scheme "${scheme}://"`);
+  const scheme = url.protocol.replace(/:$/, '').toLowerCase();
+  const base = scheme.replace(/\+cluster$/, '');
+  if (base !== 'redis' && base !== 'rediss') throw new Error(`Redis transport: unsupported scheme "${scheme}://"`);
   const q = url.searchParams;
   for (const key of new Set(q.keys())) {
     if (!PARAMS.has(key)) logger.warn({ param: key }, 'Redis transport URL: unknown parameter ignored');
@@ -93,9 +138,19 @@ export function redisOptionsFromUrl(url: URL, logger: Logger): RedisTransportOpt
   if (url.password) redis.password = decodeURIComponent(url.password);
   const name = q.get('name');
   if (name) redis.connectionName = name;
-  if (scheme === 'rediss' || flag('tls')) {
+  const clustered = scheme !== base || flag('cluster');
+  let cluster: ClusterSeed[] | undefined;
+  if (clustered) {
+    if (db !== 0) throw new Error(`Redis transport URL: a Redis Cluster has only database 0, got "/${dbPath}"`);
+    const more = (q.get('nodes') ?? '').split(',').filter((h) => h.trim() !== '');
+    cluster = [{ host, port }, ...more.map(seed)];
+  } else if (q.has('nodes')) {
+    throw new Error('Redis transport URL: "nodes" is for Redis Cluster (redis+cluster:// or cluster=1)');
+  }
+  if (base === 'rediss' || flag('tls')) {
     const tls: NonNullable<RedisOptions['tls']> = {};
-    if (!isIP(host)) tls.servername = host;
+    // A cluster's nodes have names (or addresses) of their own: each is checked against its own.
+    if (!isIP(host) && !clustered) tls.servername = host;
     const ca = q.get('tls_ca_file');
     if (ca) tls.ca = readFileSync(ca);
     if (flag('tls_insecure')) tls.rejectUnauthorized = false;
@@ -105,6 +160,7 @@ export function redisOptionsFromUrl(url: URL, logger: Logger): RedisTransportOpt
   const heartbeat = num('heartbeat');
   return {
     redis,
+    cluster,
     stream: q.get('stream') || undefined,
     size,
     waitReplicas: num('wait'),

@@ -148,7 +148,9 @@ export class RedisPresence {
         }
       }
       for (let i = 0; i < dead.length; i += PAGE) {
-        await this.cmd.run(this.scripts.qsCleanup(this.presenceKey, this.nodePrefix, ...dead.slice(i, i + PAGE)));
+        const batch = dead.slice(i, i + PAGE);
+        const nodeKeys = [...new Set(batch.map((f) => this.nodePrefix + f.slice(0, f.indexOf('|'))))];
+        await this.cmd.run(this.scripts.qsCleanup(1 + nodeKeys.length, this.presenceKey, ...nodeKeys, this.nodePrefix, ...batch));
       }
       return records;
     } catch (err) {

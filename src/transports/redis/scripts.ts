@@ -3,7 +3,7 @@
  * is an atomic step whose correctness rests on the key layout described in index.ts: the stream and
  * its id index change together (dispatch, trim), and presence cleanup checks and deletes at once.
  */
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 
 /**
  * Appends the update and indexes it; trims the stream when it outgrew `size + slack`.
@@ -24,7 +24,7 @@ import type { Redis } from 'ioredis';
  * KEYS: stream, index. ARGV: size, slack, update id, dedupe window (ms, 0 = off), field/value
  * pairs. Returns { entry id or '' for a duplicate, length }.
  */
-const DISPATCH_SCRIPT = `
+export const DISPATCH_SCRIPT = `
 local function member(id, eid)
   local dash = string.find(eid, '-', 1, true)
   local ms = string.sub(eid, 1, dash - 1)
@@ -84,22 +84,18 @@ return { eid, redis.call('XRANGE', KEYS[1], '(' .. eid, '+', 'COUNT', tonumber(A
 
 /**
  * Drops presence records of nodes whose heartbeat key is gone. Checks and deletes atomically, so a
- * node that comes back (and re-adds its records) at the same moment cannot lose them.
- * KEYS: presence hash. ARGV: node key prefix, fields.
+ * node that comes back (and re-adds its records) at the same moment cannot lose them. The heartbeat
+ * keys are passed as KEYS, not derived here: Redis Cluster routes and checks a script by its KEYS,
+ * and a record whose node key is not among them is kept.
+ * KEYS: presence hash, heartbeat keys of the fields' nodes. ARGV: node key prefix, fields.
  */
 const CLEANUP_SCRIPT = `
 local alive = {}
+for i = 2, #KEYS do alive[KEYS[i]] = redis.call('EXISTS', KEYS[i]) == 1 end
 local removed = 0
 for i = 2, #ARGV do
   local node = string.match(ARGV[i], '^([^|]*)|')
-  if node then
-    local a = alive[node]
-    if a == nil then
-      a = redis.call('EXISTS', ARGV[1] .. node) == 1
-      alive[node] = a
-    end
-    if not a then removed = removed + redis.call('HDEL', KEYS[1], ARGV[i]) end
-  end
+  if node and alive[ARGV[1] .. node] == false then removed = removed + redis.call('HDEL', KEYS[1], ARGV[i]) end
 end
 return removed
 `;
@@ -109,13 +105,14 @@ export type Entry = [id: string, fields: string[]];
 export interface Scripts {
   qsDispatch(stream: string, index: string, ...args: (string | number)[]): Promise<[string, number]>;
   qsFind(stream: string, index: string, id: string, count: number): Promise<[string, Entry[]] | null>;
-  qsCleanup(hash: string, prefix: string, ...fields: string[]): Promise<number>;
+  /** numKeys = 1 + nodeKeys.length; args: hash, node keys, node key prefix, fields. */
+  qsCleanup(numKeys: number, ...args: string[]): Promise<number>;
 }
 
 /** Registers the scripts on the command connection (ioredis sends EVALSHA, falling back to EVAL). */
-export function defineScripts(client: Redis): Scripts {
+export function defineScripts(client: Redis | Cluster): Scripts {
   client.defineCommand('qsDispatch', { numberOfKeys: 2, lua: DISPATCH_SCRIPT });
   client.defineCommand('qsFind', { numberOfKeys: 2, lua: FIND_SCRIPT });
-  client.defineCommand('qsCleanup', { numberOfKeys: 1, lua: CLEANUP_SCRIPT });
+  client.defineCommand('qsCleanup', { lua: CLEANUP_SCRIPT });
   return client as unknown as Scripts;
 }
