@@ -10,6 +10,7 @@ import { serve } from './server/server.js';
 import { startAcmeFromConfig } from './server/acme.js';
 import { exitOnSignals, hubOptionsFromConfig, logUiUrl, serveOptionsFromConfig } from './server/startup.js';
 import { createTransport } from './transports/index.js';
+import { redactUrlPassword } from './util/multi-host-url.js';
 import { StoreInUseError } from './transports/store-lock.js';
 import { runTokenCommand } from './commands/token.js';
 
@@ -35,16 +36,6 @@ function prettyStream(): Writable {
   });
 }
 
-/** Transport URLs may carry credentials: never print them. */
-function redactUrlPassword(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return url;
-  }
-}
 
 /**
  * Exit codes: 2 for a configuration the hub refuses (restarting will not help), 69 (EX_UNAVAILABLE)

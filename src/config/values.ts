@@ -3,6 +3,7 @@
  * modules, and one parser per setting, shared by every source so a heartbeat is read the same way
  * from a flag, a variable, a directive or the JSON file. Each reports its own errors.
  */
+import { parseMultiHostUrl } from '../util/multi-host-url.js';
 import { parseDuration } from '../util/duration.js';
 import { JWT_ALGORITHMS, type JwtAlgorithm } from '../http/options.js';
 import type { LogLevel } from '../observability/logger.js';
@@ -233,7 +234,7 @@ const transportUrlP: Parser<string> = (args, src, ctx) => {
   if (s.toLowerCase() === 'null' || /^local:/i.test(s)) return 'memory://';
   let u: URL;
   try {
-    u = new URL(s);
+    u = parseMultiHostUrl(s);
   } catch {
     ctx.errors.push(`${src}: invalid transport URL '${v}'; expected a URL such as memory:// or bolt://updates.db`);
     return undefined;

@@ -4,6 +4,7 @@
  * (or `cluster=1`) for Redis Cluster. Kept apart from the transport so that URL syntax and
  * validation can change without touching the runtime code.
  */
+import { parseMultiHostUrl } from '../../util/multi-host-url.js';
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import type { RedisOptions } from 'ioredis';
@@ -82,15 +83,7 @@ function seed(s: string): ClusterSeed {
  * as they are.
  */
 export function parseTransportUrl(raw: string): URL {
-  const m = /^(rediss?\+cluster:\/\/)([^/?#]*)(.*)$/i.exec(raw.trim());
-  const hosts = m ? m[2]!.slice(m[2]!.lastIndexOf('@') + 1) : '';
-  if (!m || !hosts.includes(',')) return new URL(raw);
-  const auth = m[2]!.slice(0, m[2]!.length - hosts.length);
-  const [first, ...others] = hosts.split(',').filter((h) => h !== '');
-  const url = new URL(`${m[1]}${auth}${first ?? ''}${m[3]!.startsWith('/') || m[3] === '' ? m[3] : `/${m[3]}`}`);
-  const extra = [url.searchParams.get('nodes'), ...others].filter((x) => x).join(',');
-  url.searchParams.set('nodes', extra);
-  return url;
+  return parseMultiHostUrl(raw);
 }
 
 /**
