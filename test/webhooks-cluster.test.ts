@@ -1,7 +1,7 @@
 /**
  * Webhooks across hub processes started through the real CLI, with one real callback server:
  * a restart in the middle of a callback outage on LMDB (nothing lost, nothing twice); two hubs on
- * Redis and on PostgreSQL delivering each update to the webhook once, not once per node, and
+ * Redis, PostgreSQL and NATS delivering each update to the webhook once, not once per node, and
  * handing over when the owner is killed mid-delivery; the worker cluster (one primary, two
  * workers) doing the same through the primary's store. Prints the measured figures.
  */
@@ -119,8 +119,10 @@ describe('webhooks: restart in the middle of an outage (LMDB)', () => {
 
 const rdsUp = await reachable(6379);
 const pgUp = await reachable(5432);
+const natsUp = await reachable(4222);
 if (!rdsUp && !process.env.CI) console.warn('Redis not reachable on 127.0.0.1:6379: skipping its webhook tests');
 if (!pgUp && !process.env.CI) console.warn('PostgreSQL not reachable on 127.0.0.1:5432: skipping its webhook tests');
+if (!natsUp && !process.env.CI) console.warn('NATS not reachable on 127.0.0.1:4222: skipping its webhook tests');
 
 const shared = [
   {
@@ -153,6 +155,21 @@ const shared = [
         await c.end();
       });
       return `postgres://postgres@127.0.0.1:5432/test?table=${table}`;
+    },
+  },
+  {
+    name: 'nats',
+    up: natsUp,
+    url: () => {
+      const stream = `QS_WH_${rand()}`;
+      cleanups.push(async () => {
+        const { connect } = await import('nats');
+        const nc = await connect({ servers: '127.0.0.1:4222' });
+        const jsm = await nc.jetstreamManager();
+        for (const s of [stream, `KV_${stream}_webhooks`, `KV_${stream}_presence_nodes`, `KV_${stream}_presence_subs`]) await jsm.streams.delete(s).catch(() => {});
+        await nc.close();
+      });
+      return `nats://127.0.0.1:4222?stream=${stream}&subject=qs.wh.${stream}`;
     },
   },
 ];

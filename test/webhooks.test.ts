@@ -417,7 +417,7 @@ describe('webhooks API', () => {
     Object.defineProperty(transport, 'webhooks', { value: undefined });
     const hub = await startHub({ transport, webhooks: {} });
     cleanup.push(() => hub.close());
-    await expect(hub.hub.ready).rejects.toThrow('webhooks: the memory transport does not keep webhook state; use memory, lmdb, redis or postgres');
+    await expect(hub.hub.ready).rejects.toThrow('webhooks: the memory transport does not keep webhook state; use memory, lmdb, redis, postgres or nats');
   });
 
   it('is absent when webhooks are not enabled', async () => {

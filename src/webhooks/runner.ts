@@ -87,7 +87,7 @@ export class WebhookRunner {
 
   /** Throws when the transport keeps no webhook state or a configured webhook is unusable. */
   constructor(options: WebhookOptions, private readonly deps: RunnerDeps) {
-    if (!deps.transport.webhooks) throw new Error(`the ${deps.transport.name} transport does not keep webhook state; use memory, lmdb, redis or postgres`);
+    if (!deps.transport.webhooks) throw new Error(`the ${deps.transport.name} transport does not keep webhook state; use memory, lmdb, redis, postgres or nats`);
     this.store = deps.transport.webhooks;
     const allow = new AllowList(options.allow ?? []);
     const minBackoff = Math.max(1, options.minBackoff ?? 1000);

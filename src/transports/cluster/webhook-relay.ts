@@ -27,7 +27,7 @@ export function remoteWebhookStore(call: (m: WebhookMethod, a: unknown[]) => Pro
 
 /** Runs a worker's request on the primary's store; the answer is JSON-safe. */
 export async function answerWebhookCall(store: WebhookStore | undefined, m: string, a: unknown[]): Promise<unknown> {
-  if (!store) throw new Error('this transport does not keep webhook state; use memory, lmdb, redis or postgres');
+  if (!store) throw new Error('this transport does not keep webhook state; use memory, lmdb, redis, postgres or nats');
   if (!METHODS.has(m) || !Array.isArray(a)) throw new Error(`unknown webhook store call ${m}`);
   const fn = (store as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>)[m] as (...args: unknown[]) => Promise<unknown>;
   const result = await fn.apply(store, a);

@@ -22,6 +22,7 @@ import { findSeq, readLastEventId, replayRange } from './history.js';
 import { HEARTBEAT, OrderedPush } from './ordered-push.js';
 import { NatsPresence } from './presence.js';
 import { ensureStream } from './stream.js';
+import { NatsWebhookStore } from './webhook-state.js';
 import { apiErrorCode, errorMessage, isStreamNotFound, sleep, withTimeout } from './support.js';
 
 export interface NatsTransportOptions {
@@ -121,6 +122,8 @@ export class NatsTransport implements Transport {
   private startWaiter: { resolve: () => void; reject: (err: Error) => void } | null = null;
 
   private readonly presence: NatsPresence;
+  /** Webhook registrations, cursors and leases in the KV bucket `<stream>_webhooks` (webhook-state.ts). */
+  readonly webhooks: NatsWebhookStore;
 
   constructor(options: NatsTransportOptions = {}) {
     const servers = options.servers ?? '127.0.0.1:4222';
@@ -165,6 +168,7 @@ export class NatsTransport implements Transport {
       js: () => this.connection().js,
       live: () => !this.closed && this.connected,
     });
+    this.webhooks = new NatsWebhookStore({ stream: this.stream, replicas: this.replicas, timeout: this.publishTimeout, js: () => this.connection().js });
   }
 
   private get filter(): string {
@@ -244,6 +248,7 @@ export class NatsTransport implements Transport {
     this.js = nc.jetstream({ timeout: this.publishTimeout });
     this.jsm = null;
     this.presence.unbind();
+    this.webhooks.unbind();
     this.connected = true;
     this.reason = 'setting up the JetStream stream';
     this.log.info({ transport: 'nats', server: nc.getServer() }, 'connected to NATS');
