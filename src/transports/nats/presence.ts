@@ -4,11 +4,11 @@
  * stream because it is its own state (buckets, timer, local records) that survives reconnections
  * and only borrows the transport's connection.
  */
-import type { JetStreamClient, KV, KvEntry } from 'nats';
+import type { JetStreamClient, KV } from 'nats';
 import type { Logger } from '../../observability/logger.js';
 import { TransportUnavailableError, type SubscriptionRecord } from '../../core/transport.js';
 import { dec, digest, enc } from './codec.js';
-import { errorMessage, withTimeout } from './support.js';
+import { errorMessage, kvSnapshot, withTimeout } from './support.js';
 
 /** Subscription records outlive their node by at most this long; live nodes re-put them every third of it. */
 const RECORD_TTL = 3_600_000;
@@ -152,7 +152,7 @@ export class NatsPresence {
     const alive = new Set<string>();
     for await (const k of await presence.nodes.keys()) alive.add(k);
     const out: SubscriptionRecord[] = [...this.local.values()];
-    const snapshot = await withTimeout(this.o.publishTimeout * 2, this.snapshot(presence.subs));
+    const snapshot = await withTimeout(this.o.publishTimeout * 2, kvSnapshot(presence.subs));
     if (snapshot === undefined) throw new TransportUnavailableError('listing subscriptions from NATS timed out');
     for (const e of snapshot) {
       const node = e.key.slice(0, e.key.indexOf('.'));
@@ -167,24 +167,7 @@ export class NatsPresence {
   }
 
   /** Current value of every key in a bucket. */
-  private async snapshot(kv: KV): Promise<KvEntry[]> {
-    const out: KvEntry[] = [];
-    let initialized = false;
-    let iter: Awaited<ReturnType<KV['watch']>> | undefined;
-    // Deletes are filtered here: with `ignoreDeletes` the watcher never reports initialization
-    // when the last entry is a delete marker.
-    iter = await kv.watch({
-      initializedFn: () => {
-        initialized = true;
-        iter?.stop();
-      },
-    });
-    if (initialized) iter.stop();
-    for await (const e of iter) {
-      if (e.operation === 'PUT') out.push(e);
-    }
-    return out;
-  }
+
 
   /** Stops the heartbeat (the transport is closing). */
   stop(): void {

@@ -3,7 +3,7 @@
  * the transport, the history reader and presence agree on what "no message" or "stream not found"
  * looks like without importing each other.
  */
-import type { NatsError } from 'nats';
+import type { KV, KvEntry, NatsError } from 'nats';
 
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
@@ -30,4 +30,27 @@ export async function withTimeout<T>(ms: number, p: Promise<T>): Promise<T | und
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * The current value of every key of a KV bucket (or those matching `key`). Deletes are filtered
+ * here rather than with `ignoreDeletes`: with it the watcher never reports initialization when the
+ * last entry is a delete marker.
+ */
+export async function kvSnapshot(kv: KV, key?: string): Promise<KvEntry[]> {
+  const out: KvEntry[] = [];
+  let initialized = false;
+  let iter: Awaited<ReturnType<KV['watch']>> | undefined;
+  iter = await kv.watch({
+    ...(key ? { key } : {}),
+    initializedFn: () => {
+      initialized = true;
+      iter?.stop();
+    },
+  });
+  if (initialized) iter.stop();
+  for await (const e of iter) {
+    if (e.operation === 'PUT') out.push(e);
+  }
+  return out;
 }

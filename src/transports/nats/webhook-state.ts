@@ -28,7 +28,7 @@ import type { JetStreamClient, KV, KvEntry, NatsError } from 'nats';
 import { TransportUnavailableError } from '../../core/transport.js';
 import type { WebhookRegistration, WebhookState, WebhookStore } from '../../core/webhook-store.js';
 import { dec, enc } from './codec.js';
-import { apiErrorCode, errorMessage } from './support.js';
+import { apiErrorCode, errorMessage, kvSnapshot } from './support.js';
 
 /** What the key of one webhook holds. */
 interface Doc {
@@ -194,7 +194,7 @@ export class NatsWebhookStore implements WebhookStore {
   async registrations(): Promise<WebhookRegistration[]> {
     return this.call('read', async (kv) => {
       const out: WebhookRegistration[] = [];
-      for (const e of await snapshot(kv)) {
+      for (const e of await kvSnapshot(kv, 'w.>')) {
         const r = NatsWebhookStore.parse(e)?.r;
         if (r) out.push(r);
       }
@@ -343,21 +343,3 @@ export class NatsWebhookStore implements WebhookStore {
   }
 }
 
-/** Current value of every webhook key (see presence.ts for why deletes are filtered here). */
-async function snapshot(kv: KV): Promise<KvEntry[]> {
-  const out: KvEntry[] = [];
-  let initialized = false;
-  let iter: Awaited<ReturnType<KV['watch']>> | undefined;
-  iter = await kv.watch({
-    key: 'w.>',
-    initializedFn: () => {
-      initialized = true;
-      iter?.stop();
-    },
-  });
-  if (initialized) iter.stop();
-  for await (const e of iter) {
-    if (e.operation === 'PUT') out.push(e);
-  }
-  return out;
-}
