@@ -45,7 +45,11 @@ export function clusterClient(
   const cluster = new StrictCluster([...seeds], {
     lazyConnect: true,
     enableOfflineQueue: false,
-    enableReadyCheck: true,
+    // ioredis' ready check (CLUSTER INFO) goes to whichever node comes first, usually one whose
+    // socket is still connecting, and with no offline queue it fails: the client then closes and
+    // reconnects in a loop. Readiness is Connection.ready instead (the socket to the master of the
+    // hub's slot is up); a cluster that is down answers CLUSTERDOWN, which is a 503 "not stored".
+    enableReadyCheck: false,
     scaleReads: 'master',
     retryDelayOnFailover: 0,
     retryDelayOnClusterDown: 0,

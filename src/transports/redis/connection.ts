@@ -136,6 +136,20 @@ export class Connection {
     cluster?.disconnect(true);
   }
 
+  /**
+   * Connects a Redis Cluster client again when it gave up. ioredis retries (clusterRetryStrategy)
+   * only a cluster that was connected once: when the very first connect fails, for example because
+   * the slot map was asked of a node whose socket was still being set up (the offline queue is
+   * off), the client stays closed for good. A single-node client reconnects by itself.
+   */
+  revive(): void {
+    if (!(this.client instanceof Cluster)) return;
+    if (this.client.status !== 'close' && this.client.status !== 'end') return;
+    this.client.connect().catch((err: unknown) => {
+      this.lastError = err instanceof Error ? err.message : String(err);
+    });
+  }
+
   /** Resolves when the connection is ready, after `ms`, or on abort, whichever comes first. */
   waitReady(ms: number, signal: AbortSignal): Promise<void> {
     if (this.ready || signal.aborted) return Promise.resolve();

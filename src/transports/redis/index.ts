@@ -43,7 +43,7 @@
  * promoted replica are lost unless `wait` is set (docs/operations.md).
  */
 import { randomUUID } from 'node:crypto';
-import { Redis, type Cluster, type RedisOptions } from 'ioredis';
+import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from '../../observability/logger.js';
 import { DEFAULT_DEDUPE_WINDOW, TransportUnavailableError } from '../../core/transport.js';
 import type { DispatchResult, SubscriptionRecord, Transport, TransportHealth } from '../../core/transport.js';
@@ -173,8 +173,20 @@ export class RedisTransport implements Transport {
     // the connections keep retrying in the background.
     const wait = (c: Connection): Promise<void> => c.waitReady((this.connectTimeout || 10_000) + 500, this.stopping.signal);
     // A connected cluster may still be setting up the socket to the slot's master: wait for it too.
-    const connect = (c: Connection): Promise<void> =>
-      Promise.race([c.client.connect().then(() => wait(c), () => {}), wait(c)]);
+    const connect = async (c: Connection): Promise<void> => {
+      const ready = wait(c);
+      // A cluster's first connect can fail and leave the client closed (Connection.revive): try
+      // again until the wait ends.
+      const retry = async (): Promise<void> => {
+        await c.client.connect().catch(() => {});
+        while (!c.ready && !this.stopping.signal.aborted && c.client instanceof Cluster) {
+          const settled = await Promise.race([ready.then(() => true), sleep(200, this.stopping.signal).then(() => false)]);
+          if (settled) return;
+          c.revive();
+        }
+      };
+      await Promise.race([retry().then(() => ready), ready]);
+    };
     await Promise.all([connect(this.cmd), connect(this.reader)]);
     if (this.reader.ready) {
       try {
@@ -370,7 +382,10 @@ export class RedisTransport implements Transport {
    * node to drop its records), re-publishes this node's records.
    */
   private async tick(): Promise<void> {
-    if (this.closed || !this.started || this.ticking || !this.cmd.ready) return;
+    if (this.closed || !this.started) return;
+    this.cmd.revive();
+    this.reader.revive();
+    if (this.ticking || !this.cmd.ready) return;
     this.ticking = true;
     try {
       const [previous, length] = await Promise.all([
