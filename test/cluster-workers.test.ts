@@ -9,7 +9,8 @@ import { cgroupCpuQuota, defaultWorkerCount } from '../src/config/cpus.js';
 import { Metrics, type MetricsSnapshot } from '../src/observability/metrics.js';
 import type { SubscriptionRecord, Transport } from '../src/core/transport.js';
 import { TransportUnavailableError } from '../src/core/transport.js';
-import { ClusterPrimaryRelay, ClusterWorkerTransport, type IpcPort } from '../src/transports/cluster/index.js';
+import { ClusterPrimaryRelay, ClusterWorkerTransport } from '../src/transports/cluster/index.js';
+import { FakePort, portPair } from './fake-ipc.js';
 import { MemoryTransport } from '../src/transports/memory.js';
 import { createUpdate, type StoredUpdate } from '../src/core/update.js';
 import { legacyToken, sleep, SseClient } from './helpers.js';
@@ -21,58 +22,6 @@ import { transportConformance } from './transport-conformance.js';
 // channel that JSON-round-trips every message, like node's.
 // ---------------------------------------------------------------------------------------------
 
-/** One end of an in-memory IPC channel: messages are JSON-copied and arrive on a later turn, in order. */
-class FakePort implements IpcPort {
-  sent = 0;
-  open = true;
-  /** While true, messages are queued and never written (a peer that does not read). */
-  stalled = false;
-  peer!: FakePort;
-  private readonly listeners = new Set<(m: unknown) => void>();
-  private readonly gone = new Set<() => void>();
-
-  get connected(): boolean {
-    return this.open;
-  }
-
-  send(message: unknown, done?: (err: Error | null) => void): void {
-    if (!this.open) return done?.(new Error('closed'));
-    this.sent++;
-    if (this.stalled) return;
-    const copy = JSON.parse(JSON.stringify(message)) as unknown;
-    setImmediate(() => {
-      for (const l of this.peer.listeners) l(copy);
-      done?.(null);
-    });
-  }
-
-  onMessage(l: (m: unknown) => void): () => void {
-    this.listeners.add(l);
-    return () => this.listeners.delete(l);
-  }
-
-  onDisconnect(l: () => void): () => void {
-    this.gone.add(l);
-    return () => this.gone.delete(l);
-  }
-
-  /** Closes the channel: both ends see the disconnect. */
-  disconnect(): void {
-    for (const q of [this, this.peer]) {
-      if (!q.open) continue;
-      q.open = false;
-      for (const l of q.gone) l();
-    }
-  }
-}
-
-function portPair(): [FakePort, FakePort] {
-  const a = new FakePort();
-  const b = new FakePort();
-  a.peer = b;
-  b.peer = a;
-  return [a, b];
-}
 
 function relayed(
   real: Transport,

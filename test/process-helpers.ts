@@ -139,3 +139,18 @@ export async function waitUntil(cond: () => boolean, timeout: number, what: stri
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+/** Whether something accepts TCP connections on 127.0.0.1:`port` (a backend the tests need). */
+export function portOpen(port: number, ms = 1000): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect({ host: '127.0.0.1', port });
+    const done = (ok: boolean): void => {
+      clearTimeout(timer);
+      s.destroy();
+      resolve(ok);
+    };
+    const timer = setTimeout(() => done(false), ms);
+    s.once('connect', () => done(true));
+    s.once('error', () => done(false));
+  });
+}

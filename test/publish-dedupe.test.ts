@@ -7,7 +7,6 @@
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -16,10 +15,11 @@ import { TransportUnavailableError, type Transport } from '../src/core/transport
 import { createUpdate, type StoredUpdate } from '../src/core/update.js';
 import { createLogger } from '../src/observability/logger.js';
 import { ClusterPrimaryRelay, ClusterWorkerTransport } from '../src/transports/cluster/index.js';
-import type { IpcPort } from '../src/transports/cluster/ipc.js';
+import { portPair } from './fake-ipc.js';
 import { createTransport } from '../src/transports/index.js';
 import { MemoryTransport } from '../src/transports/memory.js';
 import { legacyToken, publish, sleep, SseClient, startHub, type TestHub } from './helpers.js';
+import { portOpen } from './process-helpers.js';
 
 const HOST = '127.0.0.1';
 const silent = createLogger('silent');
@@ -28,40 +28,7 @@ let serial = 0;
 const dir = mkdtempSync(path.join(os.tmpdir(), 'qs-dedupe-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-function reachable(port: number, ms = 500): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect({ host: HOST, port });
-    const done = (ok: boolean) => {
-      clearTimeout(t);
-      s.destroy();
-      resolve(ok);
-    };
-    const t = setTimeout(() => done(false), ms);
-    s.on('connect', () => done(true));
-    s.on('error', () => done(false));
-  });
-}
 
-/** In-memory IPC ends, JSON-copied and delivered on a later turn (as node's). */
-class FakePort implements IpcPort {
-  peer!: FakePort;
-  private readonly listeners = new Set<(m: unknown) => void>();
-  readonly connected = true;
-  send(message: unknown, done?: (err: Error | null) => void): void {
-    const copy = JSON.parse(JSON.stringify(message)) as unknown;
-    setImmediate(() => {
-      for (const l of this.peer.listeners) l(copy);
-      done?.(null);
-    });
-  }
-  onMessage(l: (m: unknown) => void): () => void {
-    this.listeners.add(l);
-    return () => this.listeners.delete(l);
-  }
-  onDisconnect(): () => void {
-    return () => {};
-  }
-}
 
 type Factory = (window: number) => Promise<{ transport: Transport; reopen?: () => Promise<Transport> }>;
 
@@ -79,10 +46,7 @@ const FACTORIES: Array<{ name: string; port?: number; make: Factory }> = [
     name: 'cluster',
     make: async (w) => {
       const relay = new ClusterPrimaryRelay(new MemoryTransport({ dedupeWindow: w }), { statusInterval: 20 });
-      const a = new FakePort();
-      const b = new FakePort();
-      a.peer = b;
-      b.peer = a;
+      const [a, b] = portPair();
       relay.attach(a);
       await relay.start();
       const worker = new ClusterWorkerTransport({ port: b, timeout: 2000 });
@@ -123,7 +87,7 @@ async function stored(t: Transport, id: string): Promise<number> {
 }
 
 for (const f of FACTORIES) {
-  const up = f.port === undefined || (await reachable(f.port));
+  const up = f.port === undefined || (await portOpen(f.port));
   if (!up && !process.env.CI) console.warn(`${f.name} not reachable on ${HOST}:${f.port}: skipping its dedupe tests`);
   describe.runIf(!up && !!process.env.CI)(`dedupe window, ${f.name}, in CI`, () => {
     it(`requires ${f.name} on ${HOST}:${f.port}`, () => {

@@ -18,7 +18,6 @@
  * unreachable on its default port, unless CI is set (then the suite fails).
  */
 import { randomBytes } from 'node:crypto';
-import net from 'node:net';
 import { Redis } from 'ioredis';
 import { connect as natsConnect } from 'nats';
 import pg from 'pg';
@@ -27,25 +26,13 @@ import { createLogger } from '../src/observability/logger.js';
 import { createTransport } from '../src/transports/index.js';
 import { FaultRelay } from './fault-relay.js';
 import { legacyToken, publish, sleep, SseClient, startHub, type TestHub } from './helpers.js';
+import { portOpen } from './process-helpers.js';
 
 const HOST = '127.0.0.1';
 const TIMEOUT = 1000;
 const silent = createLogger(process.env.TEST_LOG ? 'debug' : 'silent');
 const RUN = randomBytes(4).toString('hex');
 
-function reachable(port: number, ms = 500): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect({ host: HOST, port });
-    const done = (ok: boolean) => {
-      clearTimeout(t);
-      s.destroy();
-      resolve(ok);
-    };
-    const t = setTimeout(() => done(false), ms);
-    s.on('connect', () => done(true));
-    s.on('error', () => done(false));
-  });
-}
 
 interface Backend {
   name: string;
@@ -257,7 +244,7 @@ afterAll(() => {
 });
 
 for (const backend of BACKENDS) {
-  const up = await reachable(backend.port);
+  const up = await portOpen(backend.port);
   if (!up && !process.env.CI) console.warn(`${backend.name} not reachable on ${HOST}:${backend.port}: skipping its publish-fault tests`);
   describe.runIf(!up && !!process.env.CI)(`publish faults, ${backend.name}, in CI`, () => {
     it(`requires ${backend.name} on ${HOST}:${backend.port}`, () => {

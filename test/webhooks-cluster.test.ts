@@ -7,12 +7,11 @@
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { KEY, legacyToken, SUB_KEY } from './helpers.js';
-import { freePort, startHubProcess, waitUntil, type HubProcess } from './process-helpers.js';
+import { freePort, startHubProcess, waitUntil, type HubProcess, portOpen } from './process-helpers.js';
 import { CallbackServer, duplicates } from './webhook-helpers.js';
 
 const SECRET = 'a-webhook-secret-of-some-length';
@@ -22,18 +21,6 @@ afterAll(async () => {
   for (const c of cleanups.splice(0).reverse()) await c().catch(() => {});
 });
 
-function reachable(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect({ host: '127.0.0.1', port });
-    const done = (ok: boolean): void => {
-      s.destroy();
-      resolve(ok);
-    };
-    s.setTimeout(1000, () => done(false));
-    s.once('connect', () => done(true));
-    s.once('error', () => done(false));
-  });
-}
 
 function directives(port: number, extra = ''): string {
   return `
@@ -117,9 +104,9 @@ describe('webhooks: restart in the middle of an outage (LMDB)', () => {
   }, 60_000);
 });
 
-const rdsUp = await reachable(6379);
-const pgUp = await reachable(5432);
-const natsUp = await reachable(4222);
+const rdsUp = await portOpen(6379);
+const pgUp = await portOpen(5432);
+const natsUp = await portOpen(4222);
 if (!rdsUp && !process.env.CI) console.warn('Redis not reachable on 127.0.0.1:6379: skipping its webhook tests');
 if (!pgUp && !process.env.CI) console.warn('PostgreSQL not reachable on 127.0.0.1:5432: skipping its webhook tests');
 if (!natsUp && !process.env.CI) console.warn('NATS not reachable on 127.0.0.1:4222: skipping its webhook tests');

@@ -7,28 +7,16 @@
  * webhooks-cluster.test.ts.
  */
 import { randomBytes } from 'node:crypto';
-import net from 'node:net';
 import { connect, type NatsConnection } from 'nats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { WebhookRegistration } from '../src/core/webhook-store.js';
 import { NatsWebhookStore } from '../src/transports/nats/webhook-state.js';
+import { portOpen } from './process-helpers.js';
 
 const SERVER = '127.0.0.1:4222';
 
-function reachable(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect({ host: '127.0.0.1', port });
-    const done = (ok: boolean): void => {
-      s.destroy();
-      resolve(ok);
-    };
-    s.setTimeout(1000, () => done(false));
-    s.once('connect', () => done(true));
-    s.once('error', () => done(false));
-  });
-}
 
-const up = await reachable(4222);
+const up = await portOpen(4222);
 if (!up && !process.env.CI) console.warn(`NATS not reachable on ${SERVER}: skipping the NATS webhook store tests`);
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
