@@ -223,7 +223,14 @@ describe('every response head parses back to the headers the hub meant', () => {
           await sleep(0);
         },
       ),
-      { numRuns: 300 },
+      {
+        numRuns: 300,
+        // Found by CI: a `%` in the host came back as `%25` in the challenge's URL.
+        examples: [
+          [{ host: 'a%', forwarded: null, origin: null, lastEventId: null, token: null }, false],
+          [{ host: 'a%41', forwarded: null, origin: null, lastEventId: null, token: 'x' }, true],
+        ],
+      },
     );
     expect(checked.hubErrors).toBeGreaterThan(100);
   }, 120_000);

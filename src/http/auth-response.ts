@@ -1,4 +1,4 @@
-import { asciiQuoted } from './header-value.js';
+import { asciiQuoted, uriReference } from './header-value.js';
 import { send, type Response } from './http-util.js';
 import { RESOURCE_METADATA_PATH } from './resource-metadata.js';
 
@@ -22,7 +22,9 @@ const quote = asciiQuoted;
  * (harmless to old clients) and a body that says what was wrong.
  */
 export function sendAuthProblem(res: Response, problem: AuthProblem, version: 7 | 8, origin: string): void {
-  const metadata = `resource_metadata=${quote(origin + RESOURCE_METADATA_PATH)}`;
+  // A URL, not text: its `%` escapes are kept (the host may hold them, as Go accepts), anything
+  // a URI may not hold is percent-encoded, so the value is the URL the client asked under.
+  const metadata = `resource_metadata="${uriReference(origin + RESOURCE_METADATA_PATH)}"`;
   let challenge = `Bearer ${metadata}`;
   let status = 401;
   let body = 'Unauthorized';
