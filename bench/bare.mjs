@@ -131,6 +131,21 @@ if (cluster.isPrimary && procs > 1) {
 
   if (mode === 'http') {
     const server = http.createServer((req, res) => {
+      if (req.method === 'POST' && req.url === '/.well-known/mercure') {
+        // The publish ceiling for the HTTP path: node:http reading the hub's own form body
+        // (topic, id, data), delivering it and answering 200 with the id. No auth, no checks.
+        let body = '';
+        req.setEncoding('utf8');
+        req.on('data', (d) => (body += d));
+        req.on('end', () => {
+          const form = new URLSearchParams(body);
+          const id = form.get('id') ?? String(Date.now());
+          broadcast(encodeURIComponent(form.get('topic') ?? ''), id, form.get('data') ?? '');
+          res.writeHead(200, { 'Content-Type': 'text/plain' });
+          res.end(id);
+        });
+        return;
+      }
       if (req.method === 'POST') {
         let body = '';
         req.setEncoding('latin1');

@@ -85,6 +85,15 @@ export function evaluateTargets(res) {
     const ls = s.publish.results.filter((r) => r.transport === 'lmdb' && !r.skipped && !r.failed);
     const l = ls.reduce((a, r) => (!a || r.publishesPerSecond > a.publishesPerSecond ? r : a), null);
     add('publish-embedded', 'publish throughput ≥10k/s on the embedded store (LMDB)', ls.length ? ls.map((r) => `${fmtNum(r.publishesPerSecond)}/s with ${r.connections} connections`).join(', ') : 'not measured', !!l && l.publishesPerSecond >= 10_000);
+    const at = (transport, connections) => s.publish.results.find((r) => r.transport === transport && r.connections === connections && !r.skipped && !r.failed);
+    const l16 = at('lmdb', 16);
+    const l1 = at('lmdb', 1);
+    add('publish-lmdb-group', 'LMDB group commit: ≥20k/s with 16 publishers, ≥2k/s strictly sequential', `${l16 ? fmtNum(l16.publishesPerSecond) : '–'}/s with 16, ${l1 ? fmtNum(l1.publishesPerSecond) : '–'}/s sequential`, l16 && l1 ? l16.publishesPerSecond >= 20_000 && l1.publishesPerSecond >= 2_000 : null);
+    const m16 = at('memory', 16);
+    const h16 = at('none: node:http form handler', 16);
+    add('publish-http-path', 'HTTP publish path (memory://) ≥50 % of a node:http handler reading the same form (16 connections)', m16 && h16 ? `${fmtNum(m16.publishesPerSecond)}/s vs ${fmtNum(h16.publishesPerSecond)}/s (${pct(m16.publishesPerSecond / h16.publishesPerSecond)})` : 'not measured', m16 && h16 ? m16.publishesPerSecond >= 0.5 * h16.publishesPerSecond : null);
+    const cl = s.publish.results.filter((r) => r.transport.startsWith('lmdb, default') && !r.skipped && !r.failed);
+    add('publish-cluster', 'publish throughput with the default workers ≥ --workers 1 (LMDB, each connection count)', cl.length ? cl.map((r) => `${r.connections}: ${fmtNum(r.publishesPerSecond)} vs ${fmtNum(at('lmdb', r.connections)?.publishesPerSecond ?? NaN)}/s`).join('; ') : 'not measured', cl.length ? cl.every((r) => r.publishesPerSecond >= (at('lmdb', r.connections)?.publishesPerSecond ?? Infinity)) : null);
   }
   if (s.reconnect) {
     const q = find(s.reconnect.results, 'quicksilver');
@@ -252,12 +261,13 @@ export function renderTables(res) {
     parts.push(`PUBLISH — closed loop over ${[s.publish.connections].flat().join(' / ')} keep-alive connections, ${s.publish.durationMs / 1000} s, JWT on every request, 1 subscriber`);
     parts.push(
       table(
-        ['transport', 'conns', 'publishes/s', '× bare', 'RTT p50 ms', 'RTT p99 ms', 'RTT max ms', 'delivered', 'failed'],
+        ['transport', 'conns', 'publishes/s', '× bare', '× node:http', 'RTT p50 ms', 'RTT p99 ms', 'RTT max ms', 'delivered', 'failed'],
         s.publish.results.map((r) => {
-          const bare = s.publish.results.find((b) => b.name === 'bare' && b.connections === r.connections && !b.skipped && !b.failed);
+          const bare = s.publish.results.find((b) => b.transport === 'none (ceiling)' && b.connections === r.connections && !b.skipped && !b.failed);
+          const http = s.publish.results.find((b) => b.transport === 'none: node:http form handler' && b.connections === r.connections && !b.skipped && !b.failed);
           return r.skipped || r.failed
-            ? [r.transport, r.connections, `${r.skipped ? 'skipped' : 'failed'}: ${(r.skipped ?? r.failed).slice(0, 80)}`, '', '', '', '', '', '']
-            : [r.transport, r.connections, fmtNum(r.publishesPerSecond), ratio(r.publishesPerSecond, bare?.publishesPerSecond) ?? '–', r.rttMs.p50, r.rttMs.p99, r.rttMs.max, `${fmtNum(r.delivered)}/${fmtNum(r.ok)}`, r.publishFailed];
+            ? [r.transport, r.connections, `${r.skipped ? 'skipped' : 'failed'}: ${(r.skipped ?? r.failed).slice(0, 80)}`, '', '', '', '', '', '', '']
+            : [r.transport, r.connections, fmtNum(r.publishesPerSecond), ratio(r.publishesPerSecond, bare?.publishesPerSecond) ?? '–', ratio(r.publishesPerSecond, http?.publishesPerSecond) ?? '–', r.rttMs.p50, r.rttMs.p99, r.rttMs.max, `${fmtNum(r.delivered)}/${fmtNum(r.ok)}`, r.publishFailed];
         }),
       ),
     );

@@ -507,7 +507,8 @@ export async function targeted(ctx) {
 export async function publish(ctx) {
   const transports = ctx.opts.transports ?? ['memory', 'lmdb', 'redis', 'postgres', 'nats'];
   const duration = ctx.quick ? 300 : 5000;
-  const levels = ctx.opts.publishConnections ? [ctx.opts.publishConnections] : ctx.quick ? [16] : [16, 64];
+  // 1 connection: a strictly sequential publisher (the next request leaves when the last is answered).
+  const levels = ctx.opts.publishConnections ? [ctx.opts.publishConnections] : ctx.quick ? [16] : [1, 16, 64];
   const results = [];
   const run = (name, start, kind, connections) =>
     withTarget(ctx, `publish ${name}`, start, async (target, cleanup) => {
@@ -553,7 +554,16 @@ export async function publish(ctx) {
       results.push({ ...r, transport: kind, connections });
       await cleanupTransport(kind, tag);
     }
-    results.push({ ...(await run('bare', () => startBare({}), 'none', connections)), transport: 'none (ceiling)', connections });
+    if (transports.includes('lmdb')) {
+      // What a plain `quicksilver` runs: one worker per core, the primary owning the LMDB store.
+      const tag = `${ctx.tag}pdef${connections}`;
+      const r = await run('quicksilver default', () => startQuicksilver({ defaults: true, transport: 'lmdb', tag, dir: ctx.dir, log: ctx.log, nodeArgs: ctx.opts.hubNodeArgs }), 'lmdb-default', connections);
+      results.push({ ...r, transport: 'lmdb, default (workers = cores)', name: 'default', connections });
+      await cleanupTransport('lmdb', tag);
+    }
+    // The HTTP path's ceiling: plain node:http reading the same form body and answering 200.
+    results.push({ ...(await run('node:http form', () => startBare({ mode: 'http', form: true }), 'http-form', connections)), transport: 'none: node:http form handler', name: 'bare-http-form', connections });
+    results.push({ ...(await run('bare', () => startBare({}), 'none', connections)), transport: 'none (ceiling)', name: 'bare', connections });
   }
   return { durationMs: duration, connections: levels, results };
 }

@@ -223,20 +223,21 @@ export async function startQuicksilver({ procs = 1, transport = 'memory', heartb
 // ------------------------------------------------------------------------------------------------
 
 /** @returns {Promise<Target>} */
-export async function startBare({ procs = 1, mode = 'net', heartbeat = 40000, coalesce = true, ackFirst = false }) {
+export async function startBare({ procs = 1, mode = 'net', heartbeat = 40000, coalesce = true, ackFirst = false, form = false }) {
   const port = await freePort();
   const proc = spawnTracked(process.execPath, [...PRELOAD, path.join(BENCH_DIR, 'bare.mjs'), '--port', String(port), '--procs', String(procs), '--mode', mode, '--heartbeat', String(heartbeat), ...(coalesce ? [] : ['--no-coalesce']), ...(ackFirst ? ['--ack-first'] : [])]);
   await waitHttp(port, { path: '/healthz', alive: proc.alive });
   if (procs > 1) await sleep(300 * procs); // every worker listening
   const root = /** @type {number} */ (proc.child.pid);
   return {
-    name: mode === 'net' ? (coalesce ? 'bare' : ackFirst ? 'bare-uncoalesced-ackfirst' : 'bare-uncoalesced') : 'bare-http',
+    name: mode === 'net' ? (coalesce ? 'bare' : ackFirst ? 'bare-uncoalesced-ackfirst' : 'bare-uncoalesced') : form ? 'bare-http-form' : 'bare-http',
     label: `${mode === 'net' ? 'bare node:net broadcaster' : 'plain node:http SSE server'}${coalesce ? '' : `, one write per frame, 200 sent ${ackFirst ? 'before' : 'after'} the fan-out`}${procs > 1 ? ` (${procs} processes)` : ''}`,
     topology: procs > 1 ? 'cluster' : 'single',
     procs,
     subEndpoints: [ep(port)],
     pubEndpoints: [ep(port)],
-    pubFormat: 'bare',
+    // form: publishes are the hub's own form POSTs to /.well-known/mercure (node:http, mode http).
+    pubFormat: form ? 'mercure' : 'bare',
     pubExtra: {},
     subscribePath: (topic) => `/sub?topic=${encodeURIComponent(topic).replaceAll('%25I%25', '%I%')}`,
     pids: () => processTree(root),
