@@ -47,6 +47,9 @@ interface Stores {
 
 interface Pending {
   readonly stored: StoredUpdate;
+  /** What is written: the row under `key`, and the id index entry. */
+  readonly key: number;
+  readonly row: Row;
   /** 0 = writing, 1 = committed, 2 = failed. */
   state: 0 | 1 | 2;
   error?: unknown;
@@ -111,6 +114,11 @@ export class LmdbTransport implements Transport {
   /** Dispatches in seq order, waiting to be delivered: `pending[pendingHead…]`. */
   private pending: Pending[] = [];
   private pendingHead = 0;
+  /** Dispatches not yet handed to LMDB: they go in the next commit. */
+  private unwritten: Pending[] = [];
+  /** A commit of ours is in flight (at most one at a time: the group commit). */
+  private committing = false;
+  private commitScheduled = false;
   private trimming: Promise<void> | null = null;
   private trimAgain = false;
   private timer: NodeJS.Timeout | null = null;
@@ -260,25 +268,70 @@ export class LmdbTransport implements Transport {
       resolve = res;
       reject = rej;
     });
-    const entry: Pending = { stored: toStored(seq, row), state: 0, done, resolve, reject };
+    const entry: Pending = { stored: toStored(seq, row), key: seq, row, state: 0, done, resolve, reject };
     this.pending.push(entry);
     if (this.dedupeWindow > 0) this.writing.set(update.id, entry);
-    try {
-      // One atomic unit: the update and its index entry are committed together (and with every
-      // other dispatch of this event turn, in one transaction).
-      s.root
-        .batch(() => {
-          s.updates.put(seq, row);
-          s.ids.put(idKey(update.id), seq);
-        })
-        .then(
-          () => this.settle(entry, null),
-          (err: unknown) => this.settle(entry, err ?? new Error('commit failed')),
-        );
-    } catch (err) {
-      this.settle(entry, err);
-    }
+    this.unwritten.push(entry);
+    this.scheduleCommit();
     return done;
+  }
+
+  /**
+   * Group commit. One transaction of ours is in flight at a time; dispatches that arrive while
+   * it syncs wait and share the next one, so N concurrent publishers pay one fdatasync per
+   * round instead of queueing N. The first commit after a quiet spell starts at the end of the
+   * current event-loop turn (setImmediate), so the requests read in the same turn share it.
+   * Each dispatch still resolves only after the transaction holding it is synced.
+   */
+  private scheduleCommit(): void {
+    if (this.committing || this.commitScheduled) return;
+    this.commitScheduled = true;
+    setImmediate(() => {
+      this.commitScheduled = false;
+      this.commit();
+    });
+  }
+
+  private commit(): void {
+    const s = this.stores;
+    const batch = this.unwritten;
+    if (batch.length === 0 || this.committing) return;
+    this.unwritten = [];
+    if (!s) {
+      for (const e of batch) this.settle(e, new Error('the store is closed'));
+      return;
+    }
+    this.committing = true;
+    let write: Promise<unknown>;
+    try {
+      // One atomic unit: every update of the round and its index entry.
+      write = s.root.batch(() => {
+        for (const e of batch) {
+          s.updates.put(e.key, e.row);
+          s.ids.put(idKey(e.stored.id), e.key);
+        }
+      });
+    } catch (err) {
+      write = Promise.reject(err);
+    }
+    write.then(
+      () => this.settleAll(batch, null),
+      (err: unknown) => this.settleAll(batch, err ?? new Error('commit failed')),
+    );
+  }
+
+  private settleAll(batch: Pending[], err: unknown): void {
+    this.committing = false;
+    for (const e of batch) {
+      if (err == null) e.state = 1;
+      else {
+        e.state = 2;
+        e.error = err;
+      }
+    }
+    this.drain();
+    // What arrived during this commit goes now, without waiting for another turn.
+    if (this.unwritten.length > 0) this.commit();
   }
 
   private settle(entry: Pending, err: unknown): void {
