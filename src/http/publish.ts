@@ -66,7 +66,6 @@ function unavailableMessage(transport: Transport, err: TransportUnavailableError
 export async function handlePublish(ctx: HubContext, req: Request, res: Response, query: string): Promise<void> {
   const opts = ctx.options;
   const base = origin(req, opts.trustProxy);
-  let version = versionOfToken(req);
 
   // Authentication first, as the reference hub does: a caller without a valid token learns
   // nothing about what the hub would have thought of its form.
@@ -75,10 +74,12 @@ export async function handlePublish(ctx: HubContext, req: Request, res: Response
   const auth = await authenticate(ctx, req, 'publisher', queryToken);
   if (isAuthProblem(auth) || auth.grants === null) {
     closeIfUnread(req, res);
-    sendAuthProblem(res, isAuthProblem(auth) ? auth : { kind: 'missing' }, version, base);
+    // Without verified grants only the token's header tells the protocol (read only then: a
+    // verified token, usually from the cache, carries its version).
+    sendAuthProblem(res, isAuthProblem(auth) ? auth : { kind: 'missing' }, versionOfToken(req), base);
     return;
   }
-  version = auth.grants.version;
+  const version = auth.grants.version;
   if (auth.source === 'cookie') {
     // Cookies ride along on cross-site requests: only listed origins may publish with one. A
     // request that does not say where it comes from is malformed (draft-08: 400 invalid_request).
