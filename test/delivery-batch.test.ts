@@ -124,4 +124,36 @@ describe('DeliveryBatch', () => {
     for (const f of frames) again = again.then(f);
     expect(again).toBe(run);
   });
+  it('slices a long flush: updates delivered meanwhile join the unwritten subscribers\' write, and every stream stays in order', async () => {
+    // A budget of 0 ms yields after every 256 writes.
+    const batch = new DeliveryBatch(0);
+    const sinks = Array.from({ length: 1000 }, () => new RecordingSink());
+    const subs = sinks.map((k) => subscriber(k));
+    const [f1, f2] = [frame(1), frame(2)];
+    for (const s of subs) s.deliver(update(1), f1, batch);
+    await nextTurn();
+    // One slice written: the first 256 subscribers have frame 1, the rest nothing yet.
+    const written = sinks.filter((k) => k.writes.length > 0).length;
+    expect(written).toBe(256);
+    // Update 2 arrives before the fan-out of update 1 is done.
+    for (const s of subs) s.deliver(update(2), f2, batch);
+    for (let i = 0; i < 10; i++) await nextTurn();
+    const both = Buffer.concat([frame(1), frame(2)]).toString();
+    for (const [i, k] of sinks.entries()) {
+      expect(k.writes.map(String).join(''), `subscriber ${i}`).toBe(both);
+      // Written before update 2 came: two writes; after it: one write holding both.
+      expect(k.writes.length, `subscriber ${i}`).toBe(i < 256 ? 2 : 1);
+    }
+    // The subscribers not reached yet shared one buffer for the two frames.
+    expect(sinks[999]!.writes[0]).toBe(sinks[500]!.writes[0]);
+  });
+
+  it('flush() without a budget writes every round at once (shutdown)', () => {
+    const batch = new DeliveryBatch(0);
+    const sinks = Array.from({ length: 600 }, () => new RecordingSink());
+    const subs = sinks.map((k) => subscriber(k));
+    for (const s of subs) s.deliver(update(1), frame(1), batch);
+    batch.flush();
+    expect(sinks.every((k) => k.writes.length === 1)).toBe(true);
+  });
 });

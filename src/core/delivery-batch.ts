@@ -59,35 +59,75 @@ export interface BatchTarget {
  * when the turn ends. Writing frame by frame costs a syscall per frame and per subscriber, which
  * is what bounds a broadcast once several updates arrive together; a turn adds no measurable
  * latency (the flush runs right after the I/O that delivered the updates).
+ *
+ * A flush is time-sliced: after `sliceMs` of writing it yields to the event loop and goes on in
+ * the next turn. A fan-out to tens of thousands of sockets takes about as long as the interval
+ * between updates at a sustained rate, and without slices every request arriving meanwhile
+ * (the next publish, a new subscriber) waits for all of it, and each of its updates then needs
+ * a fan-out of its own. With slices the next update is taken in during the fan-out; subscribers
+ * not written yet get both frames in one write, the others get it in the next round. Each
+ * subscriber's frames stay in order: one is in at most one unwritten round at a time.
  */
 export class DeliveryBatch {
   private root = new FrameRun(null, null);
   private touched: BatchTarget[] = [];
+  /** Rounds closed and not fully written yet, oldest first; `pos` is the next in `rounds[0]`. */
+  private rounds: BatchTarget[][] = [];
+  private pos = 0;
   private scheduled = false;
-  private readonly flushBound = (): void => this.flush();
+  private readonly flushBound = (): void => this.flush(this.sliceMs);
+
+  /** @param sliceMs longest a scheduled flush writes before yielding (Infinity: never yields). */
+  constructor(private readonly sliceMs = DEFAULT_SLICE_MS) {}
 
   add(sub: BatchTarget, frame: Buffer): void {
     const run = sub.batched;
     if (run === null) {
       this.touched.push(sub);
       sub.batched = this.root.then(frame);
-      if (!this.scheduled) {
-        this.scheduled = true;
-        setImmediate(this.flushBound);
-      }
+      this.schedule();
     } else {
       sub.batched = run.then(frame);
     }
   }
 
-  /** Writes every subscriber's frames of this turn. Also called before shutdown. */
-  flush(): void {
+  private schedule(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(this.flushBound);
+  }
+
+  /**
+   * Writes every subscriber's unwritten frames, oldest round first; with a budget, stops after
+   * about `budgetMs` and continues in the next turn. Called without one before shutdown.
+   */
+  flush(budgetMs = Infinity): void {
     this.scheduled = false;
-    const touched = this.touched;
-    if (touched.length === 0) return;
-    this.touched = [];
-    this.root = new FrameRun(null, null);
-    const now = Date.now();
-    for (let i = 0; i < touched.length; i++) touched[i]!.flushBatch(now);
+    if (this.touched.length > 0) {
+      this.rounds.push(this.touched);
+      this.touched = [];
+      this.root = new FrameRun(null, null);
+    }
+    const start = performance.now();
+    let now = Date.now();
+    while (this.rounds.length > 0) {
+      const round = this.rounds[0]!;
+      while (this.pos < round.length) {
+        round[this.pos++]!.flushBatch(now);
+        // The clock is read once per 256 writes: a write costs microseconds.
+        if ((this.pos & 255) === 0 && budgetMs !== Infinity) {
+          if (performance.now() - start >= budgetMs) {
+            this.schedule();
+            return;
+          }
+          now = Date.now();
+        }
+      }
+      this.rounds.shift();
+      this.pos = 0;
+    }
   }
 }
+
+/** How long one flush writes before it lets other I/O in (see DeliveryBatch). */
+export const DEFAULT_SLICE_MS = 8;
