@@ -130,4 +130,4 @@ export class DeliveryBatch {
 }
 
 /** How long one flush writes before it lets other I/O in (see DeliveryBatch). */
-export const DEFAULT_SLICE_MS = 8;
+export const DEFAULT_SLICE_MS = 5;

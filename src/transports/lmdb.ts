@@ -279,14 +279,16 @@ export class LmdbTransport implements Transport {
   /**
    * Group commit. One transaction of ours is in flight at a time; dispatches that arrive while
    * it syncs wait and share the next one, so N concurrent publishers pay one fdatasync per
-   * round instead of queueing N. The first commit after a quiet spell starts at the end of the
-   * current event-loop turn (setImmediate), so the requests read in the same turn share it.
-   * Each dispatch still resolves only after the transaction holding it is synced.
+   * round instead of queueing N. The first commit after a quiet spell starts as soon as the
+   * current callback is done (a microtask), not at the end of the event-loop turn: the turn may
+   * hold a slice of a long fan-out (delivery-batch.ts), and the sync can run meanwhile on
+   * lmdb-js's write thread. Each dispatch still resolves only after the transaction holding it
+   * is synced.
    */
   private scheduleCommit(): void {
     if (this.committing || this.commitScheduled) return;
     this.commitScheduled = true;
-    setImmediate(() => {
+    queueMicrotask(() => {
       this.commitScheduled = false;
       this.commit();
     });
