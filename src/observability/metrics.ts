@@ -2,6 +2,8 @@
  * A tiny Prometheus registry. Hand-rolled because the hot path only bumps numbers: no labels
  * lookup, no allocation per update. Names follow the reference hub where it has one.
  */
+import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
+
 const DISPATCH_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
 
 export class Histogram {
@@ -21,6 +23,36 @@ export class Histogram {
       }
     }
   }
+}
+
+/** How often the event-loop delay monitor samples, in ms. */
+const LOOP_DELAY_RESOLUTION_MS = 10;
+
+/**
+ * The process's event-loop delay monitor, shared by every {@link Metrics} of the process (the
+ * delay is the process's, not a hub's). Started with the first Metrics; its timer does not keep
+ * the process alive.
+ */
+let loopDelay: IntervalHistogram | null = null;
+
+function loopDelayMonitor(): IntervalHistogram {
+  if (!loopDelay) {
+    loopDelay = monitorEventLoopDelay({ resolution: LOOP_DELAY_RESOLUTION_MS });
+    loopDelay.enable();
+  }
+  return loopDelay;
+}
+
+/**
+ * The event-loop delay since the previous call, in seconds, and a fresh interval for the next.
+ * The monitor's samples are the time between its timer's runs, so the sampling period is taken
+ * off: an idle loop reads 0, a loop blocked for 200 ms about 0.2. No sample yet reads 0.
+ */
+function takeLoopDelay(h: IntervalHistogram): { p99: number; max: number } {
+  const beyond = (ns: number): number => Math.max(0, ns / 1e9 - LOOP_DELAY_RESOLUTION_MS / 1000);
+  const taken = h.count > 0 ? { p99: beyond(h.percentile(99)), max: beyond(h.max) } : { p99: 0, max: 0 };
+  h.reset();
+  return taken;
 }
 
 /**
@@ -57,6 +89,8 @@ export class Metrics {
   /** From dispatch to the transport handing the update back for fan-out (this node's updates). */
   readonly transportLagSeconds = new Histogram();
 
+  private readonly loopDelay = loopDelayMonitor();
+
   constructor(
     private readonly gauges: {
       historySize: () => number;
@@ -83,10 +117,11 @@ export class Metrics {
   /**
    * The numbers as plain JSON, for a cluster worker to send over IPC: the primary merges the
    * snapshots of every worker ({@link mergeSnapshots}) and renders them with the same code as a
-   * single process ({@link renderSnapshot}).
+   * single process ({@link renderSnapshot}). Taking one starts a new event-loop delay interval.
    */
   snapshot(): MetricsSnapshot {
     const mem = process.memoryUsage();
+    const delay = takeLoopDelay(this.loopDelay);
     return {
       subscribersTotal: this.subscribersTotal,
       connected7: this.connected7,
@@ -105,6 +140,9 @@ export class Metrics {
       transportLagSeconds: histogramSnapshot(this.transportLagSeconds),
       residentMemoryBytes: mem.rss,
       heapUsedBytes: mem.heapUsed,
+      activeHandles: process.getActiveResourcesInfo().length,
+      eventLoopDelayP99Seconds: delay.p99,
+      eventLoopDelayMaxSeconds: delay.max,
       ...(this.sources.length > 0 ? { extra: this.sources.flatMap((f) => f()) } : {}),
     };
   }
@@ -145,6 +183,11 @@ export interface MetricsSnapshot {
   transportLagSeconds: HistogramSnapshot;
   residentMemoryBytes: number;
   heapUsedBytes: number;
+  /** Handles, requests and timers keeping the event loop alive (process.getActiveResourcesInfo()). */
+  activeHandles: number;
+  /** Event-loop delay since the previous snapshot: 99th percentile and largest, in seconds. */
+  eventLoopDelayP99Seconds: number;
+  eventLoopDelayMaxSeconds: number;
   extra?: ExtraSeries[];
 }
 
@@ -196,9 +239,10 @@ function mergeLabelled(parts: ReadonlyArray<ReadonlyArray<readonly [string, numb
 
 /**
  * The metrics of several processes as those of one hub: counters, gauges and histograms (bucket
- * by bucket) are summed. `historySize` and `transportReady` describe one shared transport, not
- * something each process holds: they are taken from `shared` (the cluster primary's transport);
- * without it the largest history and "all ready" are used.
+ * by bucket) are summed, except the event-loop delays, which are the worst process's.
+ * `historySize` and `transportReady` describe one shared transport, not something each process
+ * holds: they are taken from `shared` (the cluster primary's transport); without it the largest
+ * history and "all ready" are used.
  */
 export function mergeSnapshots(
   parts: readonly MetricsSnapshot[],
@@ -223,6 +267,9 @@ export function mergeSnapshots(
     transportLagSeconds: mergeHistograms(parts.map((s) => s.transportLagSeconds)),
     residentMemoryBytes: sum((s) => s.residentMemoryBytes),
     heapUsedBytes: sum((s) => s.heapUsedBytes),
+    activeHandles: sum((s) => s.activeHandles),
+    eventLoopDelayP99Seconds: Math.max(0, ...parts.map((s) => s.eventLoopDelayP99Seconds)),
+    eventLoopDelayMaxSeconds: Math.max(0, ...parts.map((s) => s.eventLoopDelayMaxSeconds)),
     ...(parts.some((p) => p.extra) ? { extra: mergeExtra(parts.flatMap((p) => p.extra ?? [])) } : {}),
   };
 }
@@ -290,6 +337,15 @@ export function renderSnapshot(s: MetricsSnapshot, cluster?: ClusterMetrics): st
   histogram(out, 'quicksilver_transport_lag_seconds', 'Time from dispatch until the transport delivers the update back for fan-out.', s.transportLagSeconds);
   metric('process_resident_memory_bytes', 'gauge', 'Resident memory size in bytes.', [`process_resident_memory_bytes ${s.residentMemoryBytes}`]);
   metric('nodejs_heap_used_bytes', 'gauge', 'V8 heap used in bytes.', [`nodejs_heap_used_bytes ${s.heapUsedBytes}`]);
+  metric('nodejs_active_handles', 'gauge', 'Handles, requests and timers keeping the event loop alive (sockets, servers, timers: process.getActiveResourcesInfo()).', [
+    `nodejs_active_handles ${s.activeHandles}`,
+  ]);
+  metric('nodejs_eventloop_delay_p99_seconds', 'gauge', `99th percentile of the event-loop delay beyond the ${LOOP_DELAY_RESOLUTION_MS} ms sampling period (perf_hooks.monitorEventLoopDelay), since the previous scrape: each scrape resets it. A cluster shows its worst process.`, [
+    `nodejs_eventloop_delay_p99_seconds ${s.eventLoopDelayP99Seconds}`,
+  ]);
+  metric('nodejs_eventloop_delay_max_seconds', 'gauge', `Largest event-loop delay beyond the ${LOOP_DELAY_RESOLUTION_MS} ms sampling period since the previous scrape (reset at each scrape). A cluster shows its worst process.`, [
+    `nodejs_eventloop_delay_max_seconds ${s.eventLoopDelayMaxSeconds}`,
+  ]);
   for (const x of s.extra ?? []) metric(x.name, x.type, x.help, x.samples.map(([labels, v]) => `${x.name}{${labels}} ${v}`));
   if (cluster) {
     metric('quicksilver_workers', 'gauge', 'Worker processes the hub runs (--workers).', [`quicksilver_workers ${cluster.workers}`]);
