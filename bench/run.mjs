@@ -5,6 +5,7 @@
 //   npm run bench                              full run (bounded, about 15 minutes)
 //   npm run bench -- --quick                   a few seconds per scenario, proves the harness works
 //   npm run bench -- --scenario broadcast,idle --subscribers 5000 --workers 4
+//   npm run bench -- --soak 60m                soak: one default hub under churn for an hour (bench/soak.mjs)
 //
 // Needs `npm run build` first (npm run bench does it). Writes bench-results/bench-<date>.json,
 // .svg and .txt (or into --out DIR).
@@ -16,6 +17,7 @@ import { ROOT, foreignLoad, killAllChildren, sleep } from './lib.mjs';
 import { evaluateTargets, renderSvg, renderTables } from './report.mjs';
 import { SCENARIOS, removeScratch, scratchDir } from './scenarios.mjs';
 import { nchanInstalled, probeCluster, pushpinInstalled, setHubDir } from './targets.mjs';
+import { parseSoakDuration, runSoak } from './soak.mjs';
 
 const USAGE = `Usage: node bench/run.mjs [options]
   --quick                 small counts, ~1 s per stage: proves the harness works (CI)
@@ -48,7 +50,14 @@ const USAGE = `Usage: node bench/run.mjs [options]
   --note TEXT             free text kept in the JSON (what was measured)
   --heap-snapshot DIR     idle scenario: heap snapshot of every hub process (bench/heap-summary.mjs)
   --out DIR               where results go (default bench-results/)
-  --max-minutes N         abort the whole run after N minutes (default 35; quick 3)
+  --max-minutes N         abort the whole run after N minutes (default 35; quick 3; soak: its
+                          duration + 10)
+  --soak DURATION         soak instead of the scenarios (90s, 5m, 1h): one hub in the default
+                          configuration under constant churn, reconnects, stallers and steady
+                          publishes; samples RSS, heap, handles, fds, event-loop delay; verdict
+                          PASS/FAIL (exit 1), bench-results/soak-<date>.json/.txt
+  --soak-keepers N        soak: subscribers that read every update for the whole run (default 1000)
+  --soak-rate N           soak: updates published per second (default 50)
 `;
 
 function parseArgs(argv) {
@@ -86,6 +95,17 @@ function parseArgs(argv) {
       case '--hub-dir': o.hubDir = path.resolve(val()); break;
       case '--note': o.note = val(); break;
       case '--max-minutes': o.maxMinutes = Number(val()); break;
+      case '--soak': {
+        const v = val();
+        o.soak = parseSoakDuration(v);
+        if (!o.soak || o.soak < 30_000) {
+          process.stderr.write(`--soak: expected a duration of at least 30s such as 90s, 5m or 1h, got "${v}"\n`);
+          process.exit(2);
+        }
+        break;
+      }
+      case '--soak-keepers': o.soakKeepers = Number(val()); break;
+      case '--soak-rate': o.soakRate = Number(val()); break;
       case '-h': case '--help': process.stdout.write(USAGE); process.exit(0); break;
       default:
         process.stderr.write(`unknown option ${a}\n${USAGE}`);
@@ -142,13 +162,36 @@ async function main() {
   setHubDir(hubDir);
   const started = Date.now();
   const log = (line) => process.stdout.write(`[${((Date.now() - started) / 1000).toFixed(1).padStart(6)}s] ${line}\n`);
-  const maxMinutes = opts.maxMinutes ?? (opts.quick ? 3 : 35);
+  const maxMinutes = opts.maxMinutes ?? (opts.soak ? Math.ceil(opts.soak / 60_000) + 10 : opts.quick ? 3 : 35);
   const abort = setTimeout(() => {
     log(`time limit of ${maxMinutes} min reached: aborting`);
     killAllChildren();
     process.exit(4);
   }, maxMinutes * 60_000);
   abort.unref();
+
+  if (opts.soak) {
+    const dir = scratchDir();
+    const meta = { date: new Date().toISOString(), args: process.argv.slice(2), machine: machine(), hubDir, revision: revision(hubDir), note: opts.note ?? null };
+    let code = 1;
+    try {
+      code = await runSoak({
+        durationMs: opts.soak,
+        keepers: opts.soakKeepers,
+        rate: opts.soakRate,
+        outDir: path.resolve(opts.out ?? path.join(ROOT, 'bench-results')),
+        log,
+        tag: `${Date.now().toString(36)}${Math.floor(Math.random() * 1296).toString(36)}`,
+        dir,
+        meta,
+        hubNodeArgs: opts.hubNodeArgs,
+      });
+    } finally {
+      removeScratch(dir);
+    }
+    clearTimeout(abort);
+    process.exit(code);
+  }
 
   /**
    * The peer belongs in the same run: a full run installs Pushpin (Debian's package) when it is

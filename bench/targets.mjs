@@ -44,7 +44,7 @@ export function setHubDir(dir) {
 }
 
 /** Starts one hub process (which may fork its own workers). */
-async function startHubProcess({ port, transport, heartbeat, anonymous = true, workers, nodeArgs = [], env = {}, timeout = 20000, defaults = false }) {
+export async function startHubProcess({ port, transport, heartbeat, anonymous = true, workers, nodeArgs = [], env = {}, timeout = 20000, defaults = false }) {
   const args = [
     ...PRELOAD,
     ...nodeArgs,
