@@ -763,6 +763,20 @@ describe('cache', () => {
     failureOf(await a.verify(t, 'subscriber', HUB), t, 'token expired');
   });
 
+  it('drops expired entries as new tokens come in, so tokens never presented again do not fill it', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(new Date('2030-01-01T00:00:00Z'));
+    const a = authorizer({ publisher: { key: SECRET } });
+    const size = (): number => (a as unknown as { cache: { size: number } }).cache.size;
+    // 50 tokens that expire in 10 s, each verified once and never again.
+    for (let i = 0; i < 50; i++) grantsOf(await a.verify(await sign({ mercure: { publish: ['*'] }, exp: nowSec() + 10, jti: `dead-${i}` }), 'publisher', HUB));
+    expect(size()).toBe(50);
+    vi.setSystemTime(Date.now() + 11_000);
+    // Each new entry takes up to 4 expired ones out with it.
+    for (let i = 0; i < 20; i++) grantsOf(await a.verify(await sign({ mercure: { publish: ['*'] }, exp: nowSec() + 60, jti: `live-${i}` }), 'publisher', HUB));
+    expect(size()).toBe(20);
+  });
+
   it('remembers deterministic failures briefly, but not nbf failures', async () => {
     vi.useFakeTimers({ toFake: ['Date'] });
     vi.setSystemTime(new Date('2030-01-01T00:00:00Z'));

@@ -113,7 +113,13 @@ export class Authorizer {
       })
       .then((outcome) => {
         this.inflight.delete(key);
-        if (!this.closed && outcome.until > Date.now()) this.cache.set(key, outcome);
+        const now = Date.now();
+        if (!this.closed && outcome.until > now) {
+          // A token that is never presented again (its stream ended, it expired) would otherwise
+          // sit in the cache until 10,000 newer ones push it out: ~1 KiB each, held for hours.
+          this.cache.evictStale((o) => o.until <= now, 4);
+          this.cache.set(key, outcome);
+        }
         return outcome.result;
       });
     this.inflight.set(key, promise);

@@ -33,6 +33,18 @@ export class LruCache<K, V> {
     }
   }
 
+  /**
+   * Removes least recently used entries while `stale` says so, at most `max` of them: entries
+   * that expire are dropped as new ones come in, instead of waiting for capacity to push them out.
+   */
+  evictStale(stale: (value: V) => boolean, max: number): void {
+    for (let i = 0; i < max; i++) {
+      const oldest = this.map.entries().next();
+      if (oldest.done || !stale(oldest.value[1])) return;
+      this.map.delete(oldest.value[0]);
+    }
+  }
+
   delete(key: K): void {
     this.map.delete(key);
   }
