@@ -1,6 +1,6 @@
 import net from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { Metrics, mergeSnapshots, renderSnapshot, type MetricsSnapshot } from '../src/observability/metrics.js';
+import { addProcessFootprint, Metrics, mergeSnapshots, renderSnapshot, type MetricsSnapshot } from '../src/observability/metrics.js';
 
 const gauges = { historySize: () => 0, transportReady: () => true, subscriptions: () => 0 };
 
@@ -69,5 +69,21 @@ describe('process metrics', () => {
     expect(sample(text, 'nodejs_eventloop_delay_p99_seconds')).toBe(0.004);
     expect(sample(text, 'nodejs_eventloop_delay_max_seconds')).toBe(0.03);
     expect(text).toMatch(/^# TYPE nodejs_eventloop_delay_max_seconds gauge$/m);
+  });
+
+  it('a cluster primary adds its own memory, handles and event-loop delay to the merged numbers', async () => {
+    const m = new Metrics(gauges);
+    const merged = mergeSnapshots([{ ...m.snapshot(), activeHandles: 7, eventLoopDelayMaxSeconds: 0.001, eventLoopDelayP99Seconds: 0.001 }]);
+    const rss = merged.residentMemoryBytes;
+    const server = net.createServer().listen(0);
+    await new Promise((resolve) => server.once('listening', resolve));
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    block(120);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    addProcessFootprint(merged);
+    server.close();
+    expect(merged.activeHandles).toBeGreaterThanOrEqual(8);
+    expect(merged.residentMemoryBytes).toBeGreaterThan(rss);
+    expect(merged.eventLoopDelayMaxSeconds).toBeGreaterThanOrEqual(0.09);
   });
 });

@@ -56,6 +56,20 @@ function takeLoopDelay(h: IntervalHistogram): { p99: number; max: number } {
 }
 
 /**
+ * Adds this process's own footprint (memory, handles, event-loop delay) to a merged snapshot: a
+ * cluster primary has no Metrics of its own, but it is part of the hub.
+ */
+export function addProcessFootprint(merged: MetricsSnapshot): void {
+  const mem = process.memoryUsage();
+  const delay = takeLoopDelay(loopDelayMonitor());
+  merged.residentMemoryBytes += mem.rss;
+  merged.heapUsedBytes += mem.heapUsed;
+  merged.activeHandles += process.getActiveResourcesInfo().length;
+  merged.eventLoopDelayP99Seconds = Math.max(merged.eventLoopDelayP99Seconds, delay.p99);
+  merged.eventLoopDelayMaxSeconds = Math.max(merged.eventLoopDelayMaxSeconds, delay.max);
+}
+
+/**
  * Labelled series contributed from outside the hub core (the webhooks): `labels` is the text
  * between the braces (`webhook="orders"`). Merged across processes by name and labels.
  */

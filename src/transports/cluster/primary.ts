@@ -5,7 +5,7 @@
  * worker side because the two run in different processes and share only the protocol.
  */
 import type { Logger } from '../../observability/logger.js';
-import { mergeSnapshots, renderSnapshot, type MetricsSnapshot } from '../../observability/metrics.js';
+import { addProcessFootprint, mergeSnapshots, renderSnapshot, type MetricsSnapshot } from '../../observability/metrics.js';
 import { subscriptionEventData, subscriptionTopic } from '../../core/subscription.js';
 import { TransportUnavailableError, type DispatchResult, type SubscriptionRecord, type Transport, type TransportHealth } from '../../core/transport.js';
 import { createUpdate, type StoredUpdate, type Update } from '../../core/update.js';
@@ -438,9 +438,7 @@ export class ClusterPrimaryRelay {
       updatesTotal: this.relayed,
     });
     // The primary is part of the hub's footprint too.
-    const mem = process.memoryUsage();
-    merged.residentMemoryBytes += mem.rss;
-    merged.heapUsedBytes += mem.heapUsed;
+    addProcessFootprint(merged);
     const cluster = this.clusterMetrics?.() ?? { workers: this.peers.size, restarts: 0 };
     return renderSnapshot(merged, { ...cluster, answered: parts.length });
   }
