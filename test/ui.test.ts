@@ -458,8 +458,9 @@ describeBrowser('debugging UI in Chromium', () => {
 
   it('had no CSP violations and no script errors', async () => {
     const csp = await page.evaluate(() => (window as unknown as { __csp: string[] }).__csp);
-    // The discovery test typed another hub's URL, and the page (rightly) tried to reconnect to it.
-    expect(csp.some((c) => c.includes('wrong.invalid'))).toBe(true);
+    // The discovery test typed another hub's URL: the page may have tried to reconnect to it
+    // (and CSP refused that) before discovery filled in the real one, depending on timing; that
+    // one refusal is the only violation allowed. (CI on Node 24 once saw none at all.)
     expect(csp.filter((c) => !c.includes('http://wrong.invalid/'))).toEqual([]);
     expect(pageErrors).toEqual([]);
     // The only console errors are the refusals the tests asked for (Chromium logs failed fetches).
