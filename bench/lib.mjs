@@ -153,7 +153,11 @@ export async function freePort() {
   });
 }
 
-/** Sends a raw HTTP/1.1 request and resolves with { status, body }. */
+/**
+ * Sends a raw HTTP/1.1 request (`Connection: close`) and resolves with { status, body } once the
+ * server closes, the body de-chunked. The request is not half-closed: a server may drop a request
+ * whose client sent FIN before an asynchronous answer was ready (the cluster's /metrics is one).
+ */
 export function httpRequest({ host = '127.0.0.1', port, method = 'GET', path: p = '/', headers = {}, body = '' }, timeout = 5000) {
   return new Promise((resolve, reject) => {
     const sock = net.connect({ host, port });
@@ -167,7 +171,7 @@ export function httpRequest({ host = '127.0.0.1', port, method = 'GET', path: p 
       let head = `${method} ${p} HTTP/1.1\r\nHost: ${host}:${port}\r\nConnection: close\r\n`;
       for (const [k, v] of Object.entries(headers)) head += `${k}: ${v}\r\n`;
       if (body || method === 'POST') head += `Content-Length: ${Buffer.byteLength(body)}\r\n`;
-      sock.end(head + '\r\n' + body);
+      sock.write(head + '\r\n' + body);
     });
     sock.on('data', (d) => (buf += d));
     sock.on('error', (e) => {
@@ -177,9 +181,25 @@ export function httpRequest({ host = '127.0.0.1', port, method = 'GET', path: p 
     sock.on('close', () => {
       clearTimeout(timer);
       const m = /^HTTP\/1\.[01] (\d+)/.exec(buf);
-      resolve({ status: m ? Number(m[1]) : 0, body: buf.slice(buf.indexOf('\r\n\r\n') + 4) });
+      const head = buf.slice(0, buf.indexOf('\r\n\r\n'));
+      const rest = buf.slice(buf.indexOf('\r\n\r\n') + 4);
+      resolve({ status: m ? Number(m[1]) : 0, body: /\r\ntransfer-encoding:\s*chunked/i.test(head) ? unchunk(rest) : rest });
     });
   });
+}
+
+/** The payload of a chunked body (as latin1 text). */
+function unchunk(s) {
+  let out = '';
+  let i = 0;
+  for (;;) {
+    const nl = s.indexOf('\r\n', i);
+    if (nl < 0) return out;
+    const n = parseInt(s.slice(i, nl), 16);
+    if (!(n > 0)) return out;
+    out += s.slice(nl + 2, nl + 2 + n);
+    i = nl + 2 + n + 2;
+  }
 }
 
 /** Polls until `GET path` answers 200 (or the process dies / time runs out). */

@@ -35,7 +35,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { encodeHistogram, fdCount, foreignLoad, forkTracked, freePort, mergeHistograms, newHistogram, nowMs, processTree, rssOf, signJwt, sleep, spawnTracked, stopChild, summarize, totalCpu } from './lib.mjs';
+import { encodeHistogram, fdCount, httpRequest, foreignLoad, forkTracked, freePort, mergeHistograms, newHistogram, nowMs, processTree, rssOf, signJwt, sleep, spawnTracked, stopChild, summarize, totalCpu } from './lib.mjs';
 import { HUB_PATH, JWT_KEY, PUBLISHER_TOKEN, startHubProcess, transportUrl } from './targets.mjs';
 
 const SELF = fileURLToPath(import.meta.url);
@@ -129,49 +129,8 @@ export function soakPlan(durationMs, { keepers = 1000, rate = 50 } = {}) {
 // HTTP and SSE over raw sockets
 // ------------------------------------------------------------------------------------------------
 
-/**
- * GET over a fresh connection, read until the server closes it. The request is not half-closed:
- * a server may drop a request whose client sent FIN before an asynchronous answer was ready (the
- * cluster's /metrics is one).
- */
-function httpGet(port, p, timeout = 10_000) {
-  return new Promise((resolve, reject) => {
-    const sock = net.connect({ host: '127.0.0.1', port });
-    let buf = '';
-    const timer = setTimeout(() => {
-      sock.destroy();
-      reject(new Error(`timeout: GET ${p}`));
-    }, timeout);
-    sock.setEncoding('latin1');
-    sock.on('connect', () => sock.write(`GET ${p} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nConnection: close\r\n\r\n`));
-    sock.on('data', (d) => (buf += d));
-    sock.on('error', (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    sock.on('close', () => {
-      clearTimeout(timer);
-      const m = /^HTTP\/1\.[01] (\d+)/.exec(buf);
-      const head = buf.slice(0, buf.indexOf('\r\n\r\n'));
-      let body = buf.slice(buf.indexOf('\r\n\r\n') + 4);
-      if (/\r\ntransfer-encoding:\s*chunked/i.test(head)) body = unchunk(body);
-      resolve({ status: m ? Number(m[1]) : 0, body });
-    });
-  });
-}
-
-function unchunk(s) {
-  let out = '';
-  let i = 0;
-  for (;;) {
-    const nl = s.indexOf('\r\n', i);
-    if (nl < 0) return out;
-    const n = parseInt(s.slice(i, nl), 16);
-    if (!(n > 0)) return out;
-    out += s.slice(nl + 2, nl + 2 + n);
-    i = nl + 2 + n + 2;
-  }
-}
+/** GET over a fresh connection, read until the server closes it. */
+const httpGet = (port, p, timeout = 10_000) => httpRequest({ port, path: p }, timeout);
 
 /** Prometheus text → Map of "name{labels}" → value. */
 function parseMetrics(text) {
