@@ -223,9 +223,9 @@ export async function startQuicksilver({ procs = 1, transport = 'memory', heartb
 // ------------------------------------------------------------------------------------------------
 
 /** @returns {Promise<Target>} */
-export async function startBare({ procs = 1, mode = 'net', heartbeat = 40000, coalesce = true, ackFirst = false, form = false }) {
+export async function startBare({ procs = 1, mode = 'net', heartbeat = 40000, coalesce = true, ackFirst = false, form = false, nodeArgs = [] }) {
   const port = await freePort();
-  const proc = spawnTracked(process.execPath, [...PRELOAD, path.join(BENCH_DIR, 'bare.mjs'), '--port', String(port), '--procs', String(procs), '--mode', mode, '--heartbeat', String(heartbeat), ...(coalesce ? [] : ['--no-coalesce']), ...(ackFirst ? ['--ack-first'] : [])]);
+  const proc = spawnTracked(process.execPath, [...PRELOAD, ...nodeArgs, path.join(BENCH_DIR, 'bare.mjs'), '--port', String(port), '--procs', String(procs), '--mode', mode, '--heartbeat', String(heartbeat), ...(coalesce ? [] : ['--no-coalesce']), ...(ackFirst ? ['--ack-first'] : [])]);
   await waitHttp(port, { path: '/healthz', alive: proc.alive });
   if (procs > 1) await sleep(300 * procs); // every worker listening
   const root = /** @type {number} */ (proc.child.pid);

@@ -17,6 +17,17 @@ function hexValue(c: number): number {
 function decodeComponent(s: string): string | null {
   if (s.indexOf('%') < 0 && s.indexOf('+') < 0) return s;
   if (s.indexOf('%') < 0) return s.replace(/\+/g, ' ');
+  // decodeURIComponent refuses malformed escapes and escapes that are not UTF-8 (overlong forms
+  // and surrogates included), as the byte loop below does, and is native: the common case.
+  try {
+    return decodeURIComponent(s.indexOf('+') < 0 ? s : s.replace(/\+/g, ' '));
+  } catch {
+    return null;
+  }
+}
+
+/** The reference decoder the fast path is checked against (tests). */
+export function decodeComponentBytes(s: string): string | null {
   const bytes = Buffer.allocUnsafe(Buffer.byteLength(s));
   let n = 0;
   for (let i = 0; i < s.length; i++) {

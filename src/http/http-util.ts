@@ -93,13 +93,23 @@ export function send(
     'Content-Type': 'text/plain; charset=utf-8',
     ...headers,
   };
+  if (ASCII.test(body)) {
+    // One write for head and body: node:http joins a string body to the head and encodes both
+    // with the body's encoding. Latin-1 keeps header bytes above 0x7F as they are
+    // (header-value.ts) and is UTF-8 for an ASCII body. A Buffer would cost a writev of two.
+    h['Content-Length'] = body.length;
+    (res as ServerResponse).writeHead(status, h);
+    res.end(body, 'latin1');
+    return;
+  }
   const bytes = Buffer.from(body);
   h['Content-Length'] = bytes.length;
   (res as ServerResponse).writeHead(status, h);
-  // A Buffer, not the string: node:http sends a string body in one piece with the head, encoding
-  // both as UTF-8, which would double-encode header bytes above 0x7F (see header-value.ts).
+  // A Buffer, not the string: with 'utf8' node:http would double-encode header bytes above 0x7F.
   res.end(bytes);
 }
+
+const ASCII = /^[\x00-\x7f]*$/;
 
 export function sendJson(res: Response, status: number, doc: unknown, headers: Record<string, string> = {}): void {
   send(res, status, JSON.stringify(doc), { 'Content-Type': 'application/json', ...headers });

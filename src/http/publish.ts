@@ -65,8 +65,6 @@ function unavailableMessage(transport: Transport, err: TransportUnavailableError
 /** POST /.well-known/mercure */
 export async function handlePublish(ctx: HubContext, req: Request, res: Response, query: string): Promise<void> {
   const opts = ctx.options;
-  const base = origin(req, opts.trustProxy);
-
   // Authentication first, as the reference hub does: a caller without a valid token learns
   // nothing about what the hub would have thought of its form.
   const queryFields = parseForm(query);
@@ -76,7 +74,7 @@ export async function handlePublish(ctx: HubContext, req: Request, res: Response
     closeIfUnread(req, res);
     // Without verified grants only the token's header tells the protocol (read only then: a
     // verified token, usually from the cache, carries its version).
-    sendAuthProblem(res, isAuthProblem(auth) ? auth : { kind: 'missing' }, versionOfToken(req), base);
+    sendAuthProblem(res, isAuthProblem(auth) ? auth : { kind: 'missing' }, versionOfToken(req), origin(req, opts.trustProxy));
     return;
   }
   const version = auth.grants.version;
@@ -91,7 +89,7 @@ export async function handlePublish(ctx: HubContext, req: Request, res: Response
         : null;
     if (message) {
       closeIfUnread(req, res);
-      sendAuthProblem(res, { kind: 'invalid_request', message }, version, base);
+      sendAuthProblem(res, { kind: 'invalid_request', message }, version, origin(req, opts.trustProxy));
       return;
     }
   }
@@ -147,7 +145,7 @@ export async function handlePublish(ctx: HubContext, req: Request, res: Response
     send(res, 400, `Too many "topic" parameters: ${topics.length}, at most ${opts.maxTopics} allowed\n`);
     return;
   }
-  const hub = hubUrl(req, opts.trustProxy);
+  const hub = opts.publicUrl ?? hubUrl(req, opts.trustProxy);
   for (const t of topics) {
     if (version === 8) {
       if (t === '*') {
@@ -159,7 +157,7 @@ export async function handlePublish(ctx: HubContext, req: Request, res: Response
         return;
       }
     }
-    if (isReservedTopic(t, opts.publicUrl ?? hub) || (version === 7 && t.includes('/.well-known/mercure'))) {
+    if (isReservedTopic(t, hub) || (version === 7 && t.includes('/.well-known/mercure'))) {
       // The reserved namespace carries the hub's own events: forging them must be impossible.
       send(res, version === 8 ? 400 : 403, `Invalid "topic": ${t} is in the hub's reserved namespace /.well-known/mercure\n`);
       return;
@@ -194,7 +192,7 @@ export async function handlePublish(ctx: HubContext, req: Request, res: Response
       res,
       { kind: 'insufficient_scope', message: `the token does not grant publishing to ${denied.slice(0, 3).join(', ')}${denied.length > 3 ? ', …' : ''}` },
       version,
-      base,
+      origin(req, opts.trustProxy),
     );
     return;
   }
