@@ -57,6 +57,13 @@ export function readBody(req: Request, limit: number): Promise<Buffer> {
       reject(new BodyTooLargeError(`request body of ${declared} bytes exceeds the ${limit}-byte limit`));
       return;
     }
+    // The raw-socket path has read the whole body with the head already.
+    const raw = (req as { rawBody?: Buffer | null }).rawBody;
+    if (raw) {
+      if (raw.length > limit) reject(new BodyTooLargeError(`request body exceeds the ${limit}-byte limit`));
+      else resolve(raw);
+      return;
+    }
     const chunks: Buffer[] = [];
     let size = 0;
     let failed = false;

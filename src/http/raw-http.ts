@@ -12,27 +12,31 @@ import { isFieldValue } from './header-value.js';
  * goes to the regular node:http server untouched.
  */
 
-const MAX_HEAD = 16 * 1024;
+export const MAX_HEAD = 16 * 1024;
 const SUBSCRIBE_PREFIXES = [`GET ${HUB_PATH}?`, `GET ${HUB_PATH} `, `HEAD ${HUB_PATH}?`, `HEAD ${HUB_PATH} `];
-const HEAD_END = Buffer.from('\r\n\r\n');
+const PUBLISH_PREFIXES = [`POST ${HUB_PATH}?`, `POST ${HUB_PATH} `];
+export const HEAD_END = Buffer.from('\r\n\r\n');
 const CRLF = Buffer.from('\r\n');
 const LAST_CHUNK = Buffer.from('0\r\n\r\n');
 
-type Handler = (req: http.IncomingMessage, res: http.ServerResponse) => void;
+export type Handler = (req: http.IncomingMessage, res: http.ServerResponse) => void;
 
-function startsLikeSubscribe(buf: Buffer): boolean | undefined {
+/** What a connection's next request looks like from its first bytes; undefined: too few yet. */
+export function requestKind(buf: Buffer): 'subscribe' | 'publish' | false | undefined {
   const s = buf.toString('latin1', 0, Math.min(buf.length, HUB_PATH.length + 6));
   let undecided = false;
-  for (const p of SUBSCRIBE_PREFIXES) {
-    if (s.length >= p.length ? s.startsWith(p) : p.startsWith(s)) {
-      if (s.length >= p.length) return true;
-      undecided = true;
+  for (const [kind, prefixes] of [['subscribe', SUBSCRIBE_PREFIXES], ['publish', PUBLISH_PREFIXES]] as const) {
+    for (const p of prefixes) {
+      if (s.length >= p.length ? s.startsWith(p) : p.startsWith(s)) {
+        if (s.length >= p.length) return kind;
+        undecided = true;
+      }
     }
   }
   return undecided ? undefined : false;
 }
 
-interface ParsedHead {
+export interface ParsedHead {
   method: string;
   url: string;
   headers: Record<string, string>;
@@ -48,9 +52,9 @@ const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/;
  * Parses a request head; null for anything node:http's parser would judge (and refuse with 400)
  * rather than this path: a value carrying a bare CR must not reach a header the hub writes.
  */
-function parseHead(text: string): ParsedHead | null {
+export function parseHead(text: string): ParsedHead | null {
   const lines = text.split('\r\n');
-  const m = /^(GET|HEAD) ([\x21-\x7e]+) HTTP\/1\.([01])$/.exec(lines[0] ?? '');
+  const m = /^(GET|HEAD|POST) ([\x21-\x7e]+) HTTP\/1\.([01])$/.exec(lines[0] ?? '');
   if (!m) return null;
   const headers: Record<string, string> = Object.create(null) as Record<string, string>;
   for (let i = 1; i < lines.length; i++) {
@@ -94,7 +98,7 @@ const STATUS_TEXT: Record<number, string> = {
 };
 
 /** The slice of IncomingMessage the hub reads. */
-class RawRequest extends EventEmitter {
+export class RawRequest extends EventEmitter {
   readonly httpVersionMajor = 1;
   readonly httpVersionMinor: number;
   readonly complete = true;
@@ -104,6 +108,8 @@ class RawRequest extends EventEmitter {
     readonly headers: Record<string, string>,
     readonly socket: net.Socket,
     minor: number,
+    /** A publish's whole body, read with the head (readBody answers with it). */
+    readonly rawBody: Buffer | null = null,
   ) {
     super();
     this.httpVersionMinor = minor;
@@ -139,9 +145,32 @@ function forwardError(this: SocketWithResponse, err: Error): void {
   // all): an 'error' nobody listens for would throw and take the whole hub down.
   if (res.listenerCount('error') > 0) res.emit('error', err);
 }
-function ignore(): void {}
-function forgetHead(this: net.Socket): void {
-  awaitingHead.delete(this);
+const LISTENING = Symbol('quicksilver.rawListeners');
+/** Header names already checked against TOKEN: the hub writes the same few on every answer. */
+const goodNames = new Set<string>();
+
+/** `Date` header value, computed once per second rather than once per response. */
+let dateSecond = 0;
+let dateValue = '';
+function httpDate(): string {
+  const now = Date.now();
+  const second = Math.floor(now / 1000);
+  if (second !== dateSecond) {
+    dateSecond = second;
+    dateValue = new Date(now).toUTCString();
+  }
+  return dateValue;
+}
+
+/**
+ * A response on a connection that carries more requests (keep-alive publishes): `done` is called
+ * once it is written, with whether the connection closes after it.
+ */
+export interface KeepAlive {
+  /** The client asked for the connection to close after this response. */
+  readonly closeAfter: boolean;
+  readonly timeoutSeconds: number;
+  done(closed: boolean): void;
 }
 
 function uncork(res: RawResponse): void {
@@ -168,14 +197,24 @@ export class RawResponse {
     private readonly head: boolean,
     /** HTTP/1.0 clients know no chunked coding: their stream ends with the connection. */
     private readonly http10: boolean,
+    /** Set for a response after which the connection may carry another request. */
+    private readonly keepAlive: KeepAlive | null = null,
   ) {
     // Module-level listeners find their response through the socket: no closures per stream,
-    // which a hub holding 100k streams would pay for 100k times.
-    (socket as SocketWithResponse)[RESPONSE] = this;
-    socket.on('close', forwardClose);
-    socket.on('drain', forwardDrain);
-    socket.on('error', forwardError);
+    // which a hub holding 100k streams would pay for 100k times. A keep-alive connection adds
+    // them once, for all its responses.
+    const tagged = socket as SocketWithResponse & { [LISTENING]?: true };
+    tagged[RESPONSE] = this;
+    if (!tagged[LISTENING]) {
+      tagged[LISTENING] = true;
+      socket.on('close', forwardClose);
+      socket.on('drain', forwardDrain);
+      socket.on('error', forwardError);
+    }
   }
+
+  /** Whether the connection stays open for another request after this response. */
+  private reuse = false;
 
   on(event: string, listener: (...args: unknown[]) => void): this {
     (this.emitter ??= new EventEmitter()).on(event, listener);
@@ -233,31 +272,47 @@ export class RawResponse {
 
   writeHead(status: number, headers?: Record<string, string | number | readonly string[]>): this {
     if (this.headersSent) return this;
-    const all: Record<string, string | number | readonly string[]> = { ...this.pending, ...headers };
     let hasLength = false;
+    let closeAsked = false;
     let out = `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Unknown'}\r\n`;
-    for (const [k, v] of Object.entries(all)) {
+    const add = (k: string, v: string | number | readonly string[]): void => {
       const lower = k.toLowerCase();
-      if (lower === 'connection' || lower === 'transfer-encoding') continue;
+      if (lower === 'connection') {
+        closeAsked ||= /(^|,)\s*close\s*(,|$)/i.test(String(v));
+        return;
+      }
+      if (lower === 'transfer-encoding') return;
       if (lower === 'content-length') hasLength = true;
-      for (const one of Array.isArray(v) ? v : [v]) {
+      // As node:http does (ERR_INVALID_CHAR): written as latin1, anything else would be
+      // truncated to its low byte, and U+010D U+010A would become CR LF.
+      if (!goodNames.has(k)) {
+        if (!TOKEN.test(k)) throw new TypeError(`Invalid character in header content ["${k}"]`);
+        if (goodNames.size < 256) goodNames.add(k);
+      }
+      for (const one of Array.isArray(v) ? (v as readonly string[]) : [v as string | number]) {
         const value = String(one);
-        // As node:http does (ERR_INVALID_CHAR): written as latin1, anything else would be
-        // truncated to its low byte, and U+010D U+010A would become CR LF.
-        if (!TOKEN.test(k) || !isFieldValue(value)) throw new TypeError(`Invalid character in header content ["${k}"]`);
+        if (!isFieldValue(value)) throw new TypeError(`Invalid character in header content ["${k}"]`);
         out += `${k}: ${value}\r\n`;
       }
-    }
+    };
+    // The handler's own headers win over ones set before (as an object spread would decide).
+    const pending = this.pending;
+    if (pending) for (const k in pending) if (!headers || !(k in headers)) add(k, pending[k]!);
+    if (headers) for (const k in headers) add(k, headers[k]!);
     this.statusCode = status;
     this.pending = null;
-    out += `Date: ${new Date().toUTCString()}\r\n`;
+    out += `Date: ${httpDate()}\r\n`;
     // A never-ending event stream needs chunked framing; anything else closes the connection,
     // which keeps this path free of keep-alive bookkeeping.
     this.chunked = !hasLength && !this.head && !this.http10 && status !== 204 && status !== 304;
-    // This path closes the connection after every response, streams included: saying
-    // keep-alive made clients (undici) put an ended stream's socket back in their pool and lose
-    // the next request on it ("other side closed").
-    out += this.chunked ? 'Transfer-Encoding: chunked\r\nConnection: close\r\n' : 'Connection: close\r\n';
+    // Only a publish's answer, with its length known, leaves the connection open for the next
+    // request (unless the client or the handler said close): streams always close it, since
+    // saying keep-alive made clients (undici) put an ended stream's socket back in their pool and
+    // lose the next request on it ("other side closed").
+    const ka = this.keepAlive;
+    this.reuse = ka !== null && hasLength && !ka.closeAfter && !closeAsked;
+    if (this.reuse) out += `Connection: keep-alive\r\nKeep-Alive: timeout=${ka!.timeoutSeconds}\r\n`;
+    else out += this.chunked ? 'Transfer-Encoding: chunked\r\nConnection: close\r\n' : 'Connection: close\r\n';
     this.headersSent = true;
     // The head, the opening comment and a replay are written in the same tick: one writev.
     this.corked = true;
@@ -297,99 +352,19 @@ export class RawResponse {
     }
     this.finished = true;
     if (this.chunked) this.socket.write(LAST_CHUNK);
+    if (this.reuse) {
+      this.keepAlive!.done(false);
+      return this;
+    }
     this.socket.end();
+    this.keepAlive?.done(true);
     return this;
   }
 
   destroy(): void {
     this.finished = true;
     this.socket.destroy();
+    this.keepAlive?.done(true);
   }
 }
 
-// Connections still sending their request head, with their deadline: one timer for all of them
-// rather than a Timeout object kept alive on every subscriber's socket.
-const awaitingHead = new Map<net.Socket, number>();
-let sweeper: NodeJS.Timeout | null = null;
-function armSweep(): void {
-  if (sweeper) return;
-  sweeper = setInterval(() => {
-    const now = Date.now();
-    for (const [socket, deadline] of awaitingHead) {
-      if (deadline <= now) {
-        awaitingHead.delete(socket);
-        socket.destroy();
-      }
-    }
-    if (awaitingHead.size === 0 && sweeper) {
-      clearInterval(sweeper);
-      sweeper = null;
-    }
-  }, 250);
-  sweeper.unref();
-}
-
-/**
- * Returns a connection listener: subscriptions are served raw, every other request is handed to
- * `fallback` (a node:http server) with the bytes already read put back.
- */
-export function rawSubscribeFront(
-  handler: Handler,
-  fallback: http.Server,
-  headersTimeout: number,
-): (socket: net.Socket) => void {
-  return (socket) => {
-    let buffered: Buffer | null = null;
-    // Slow-loris protection while the head is read (node:http has its own once handed over).
-    awaitingHead.set(socket, Date.now() + headersTimeout);
-    armSweep();
-    const handOver = (): void => {
-      awaitingHead.delete(socket);
-      socket.off('data', onData);
-      socket.pause();
-      if (buffered) socket.unshift(buffered);
-      fallback.emit('connection', socket);
-      // node:http reads what is already buffered through 'data' events: let them flow again.
-      socket.resume();
-    };
-    const onData = (data: Buffer): void => {
-      buffered = buffered ? Buffer.concat([buffered, data]) : data;
-      const looks = startsLikeSubscribe(buffered);
-      if (looks === false) return handOver();
-      if (looks === undefined) return;
-      const end = buffered.indexOf(HEAD_END);
-      if (end < 0) {
-        if (buffered.length > MAX_HEAD) handOver();
-        return;
-      }
-      const head = parseHead(buffered.toString('latin1', 0, end));
-      // Bodies, pipelined requests and anything unusual take the regular path.
-      if (
-        !head ||
-        end + 4 !== buffered.length ||
-        head.headers['content-length'] !== undefined && head.headers['content-length'] !== '0' ||
-        head.headers['transfer-encoding'] !== undefined ||
-        head.headers['upgrade'] !== undefined ||
-        head.headers['expect'] !== undefined
-      ) {
-        return handOver();
-      }
-      socket.off('data', onData);
-      // From here the response's own listeners cover close and error: fewer listeners per socket
-      // (three of a kind cost a 176-byte array each).
-      socket.off('error', ignore);
-      socket.off('close', forgetHead);
-      awaitingHead.delete(socket);
-      buffered = null;
-      // Browsers send UTF-8 in headers; node:http reads them as latin1, so do the same.
-      const req = new RawRequest(head.method, head.url, head.headers, socket, head.minor);
-      const res = new RawResponse(socket, head.method === 'HEAD', head.minor === 0);
-      // A subscriber sends nothing more; anything it does send is ignored, not buffered.
-      socket.on('data', ignore);
-      handler(req as unknown as http.IncomingMessage, res as unknown as http.ServerResponse);
-    };
-    socket.on('data', onData);
-    socket.on('error', ignore);
-    socket.once('close', forgetHead);
-  };
-}

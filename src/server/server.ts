@@ -10,7 +10,7 @@ import http2 from 'node:http2';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import type { QuicksilverHub } from '../http/handler.js';
-import { rawSubscribeFront } from '../http/raw-http.js';
+import { rawHttpFront, rawRequestInFlight } from '../http/raw-front.js';
 import { type CertificateSlot, tlsFront } from './acme-tls.js';
 import { keepSessionsAlive } from './h2-keepalive.js';
 import type { Logger } from '../observability/logger.js';
@@ -135,7 +135,9 @@ export async function serve(hub: QuicksilverHub, options: ServeOptions): Promise
       closers.push(() => secure.close());
     }
   } else {
-    const h1 = http.createServer({ ...h1Timeouts, keepAliveTimeout: 5_000 }, handler);
+    const keepAliveTimeout = 5_000;
+    const h1 = http.createServer({ ...h1Timeouts, keepAliveTimeout }, handler);
+    const rawFront = rawHttpFront(handler, h1, { headersTimeout, keepAliveTimeout });
     // h1 never listens itself (the front below hands it connections), but node:http starts the
     // interval that enforces headersTimeout and requestTimeout on 'listening': without it a
     // request trickled byte by byte would be held forever.
@@ -144,7 +146,6 @@ export async function serve(hub: QuicksilverHub, options: ServeOptions): Promise
       const h2 = http2.createServer({ settings: { maxConcurrentStreams: 1000 } }, handler as never);
       boundRequestBodies(h2, requestTimeout);
       keepSessionsAlive(h2, h2Pings);
-      const rawFront = rawSubscribeFront(handler, h1, headersTimeout);
       // One port, two protocols: a connection starting with the HTTP/2 preface goes to h2.
       const front = net.createServer((socket) => {
         socket.once('readable', () => {
@@ -164,8 +165,9 @@ export async function serve(hub: QuicksilverHub, options: ServeOptions): Promise
       listener = front;
       closers.push(() => h1.close(), () => h2.close());
     } else {
-      // Subscriptions are answered from the raw socket (less memory per stream); the rest by h1.
-      const front = net.createServer({ noDelay: true }, rawSubscribeFront(handler, h1, headersTimeout));
+      // Subscriptions and plain publishes are answered from the raw socket (less memory per
+      // stream, less work per publish); the rest by h1.
+      const front = net.createServer({ noDelay: true }, rawFront);
       listener = front;
       closers.push(() => h1.close());
     }
@@ -200,7 +202,7 @@ export async function serve(hub: QuicksilverHub, options: ServeOptions): Promise
       while (sockets.size > 0 && Date.now() < deadline) {
         await new Promise((r) => setTimeout(r, 50));
         // Idle keep-alive connections have nothing to drain.
-        for (const s of sockets) if (!(s as net.Socket & { _httpMessage?: unknown })._httpMessage) s.end();
+        for (const s of sockets) if (!(s as net.Socket & { _httpMessage?: unknown })._httpMessage && !rawRequestInFlight(s)) s.end();
       }
       for (const s of sockets) s.destroy();
     })();
