@@ -5,11 +5,12 @@ import { HUB_PATH } from '../core/subscription.js';
 import { isFieldValue } from './header-value.js';
 
 /**
- * HTTP/1.1 subscriptions served straight from the socket. node:http keeps a request, a response
- * and a parser alive for every open stream: 10–15 KB each, most of a subscriber's cost. A
- * subscription is a single GET whose response never ends, so once its head is parsed nothing of
- * HTTP is needed but chunked framing. Everything else (publishes, bodies, pipelining, other paths)
- * goes to the regular node:http server untouched.
+ * The request and response objects of the HTTP/1.1 raw-socket path (raw-front.ts decides which
+ * requests take it). node:http keeps a request, a response and a parser alive for every open
+ * stream: 10–15 KB each, most of a subscriber's cost. A subscription is a single GET whose
+ * response never ends, so once its head is parsed nothing of HTTP is needed but chunked framing.
+ * A plain publish needs only its head, its body and an answer with a length, after which the
+ * connection carries the next one.
  */
 
 export const MAX_HEAD = 16 * 1024;
