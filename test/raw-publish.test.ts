@@ -149,6 +149,15 @@ describe('raw publish path', () => {
     for (const c of [chunked, old, slow]) c.socket.destroy();
   });
 
+  it('leaves an HTTP/1.1 request without Host to node:http, which refuses it', async () => {
+    for (const request of [post('topic=https://example.com/raw/nohost&id=nohost-1'), 'GET /.well-known/mercure?topic=x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n']) {
+      const c = new Conn();
+      c.socket.write(request.replace(/Host: 127\.0\.0\.1\r\n/, ''));
+      expect((await c.waitAnswers(1))[0]!.status).toBe(400);
+      c.socket.destroy();
+    }
+  });
+
   it('takes a body sent in the segment after its head', async () => {
     const c = new Conn();
     const whole = post('topic=https://example.com/raw/split&id=split-1');

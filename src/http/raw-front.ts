@@ -149,6 +149,8 @@ export function rawHttpFront(handler: Handler, fallback: http.Server, options: R
         return;
       }
       const head = parseHead(buffered.toString('latin1', 0, end));
+      // HTTP/1.1 without Host is node:http's to refuse (400), as Go's server does.
+      if (head && head.minor === 1 && head.headers['host'] === undefined) return handOver();
       if (kind === 'subscribe') return subscribe(head, end);
       const length = head ? plainPublish(head) : null;
       if (head === null || length === null) return handOver();
