@@ -19,6 +19,11 @@ export function isReservedTopic(topic: string, hubUrl: string): boolean {
     const scheme = SCHEME.exec(topic);
     if (scheme && (!SPECIAL.has(scheme[1]!.toLowerCase()) || topic.startsWith('//', scheme[0].length))) return false;
   }
+  return resolvesIntoNamespace(topic, hubUrl);
+}
+
+/** The full check, resolving the topic as a URL: what the shortcut above must agree with (tests). */
+export function resolvesIntoNamespace(topic: string, hubUrl: string): boolean {
   let path: string;
   try {
     // Decoding first lets URL's own dot-segment removal see `%2E%2E` as `..`.

@@ -7,48 +7,14 @@ export type FormFields = Array<[name: string, value: string]>;
 
 const decoder = new TextDecoder('utf-8', { fatal: true });
 
-function hexValue(c: number): number {
-  if (c >= 48 && c <= 57) return c - 48;
-  if (c >= 65 && c <= 70) return c - 55;
-  if (c >= 97 && c <= 102) return c - 87;
-  return -1;
-}
-
 function decodeComponent(s: string): string | null {
   if (s.indexOf('%') < 0 && s.indexOf('+') < 0) return s;
   if (s.indexOf('%') < 0) return s.replace(/\+/g, ' ');
   // decodeURIComponent refuses malformed escapes and escapes that are not UTF-8 (overlong forms
-  // and surrogates included), as the byte loop below does, and is native: the common case.
+  // and surrogates included), as the byte-by-byte decoder it replaced did (kept as the oracle of
+  // test/publish-fast-paths.test.ts), and it is native.
   try {
     return decodeURIComponent(s.indexOf('+') < 0 ? s : s.replace(/\+/g, ' '));
-  } catch {
-    return null;
-  }
-}
-
-/** The reference decoder the fast path is checked against (tests). */
-export function decodeComponentBytes(s: string): string | null {
-  const bytes = Buffer.allocUnsafe(Buffer.byteLength(s));
-  let n = 0;
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c === 37 /* % */) {
-      const h = hexValue(s.charCodeAt(i + 1));
-      const l = hexValue(s.charCodeAt(i + 2));
-      if (h < 0 || l < 0) return null;
-      bytes[n++] = (h << 4) | l;
-      i += 2;
-    } else if (c === 43 /* + */) {
-      bytes[n++] = 32;
-    } else if (c < 128) {
-      bytes[n++] = c;
-    } else {
-      n += bytes.write(s[i]! + (c >= 0xd800 && c <= 0xdbff ? s[i + 1] ?? '' : ''), n);
-      if (c >= 0xd800 && c <= 0xdbff) i++;
-    }
-  }
-  try {
-    return decoder.decode(bytes.subarray(0, n));
   } catch {
     return null;
   }

@@ -1,6 +1,6 @@
 import type http from 'node:http';
 import type net from 'node:net';
-import { HEAD_END, MAX_HEAD, parseHead, RawRequest, RawResponse, requestKind, type Handler, type KeepAlive, type ParsedHead } from './raw-http.js';
+import { asksClose, HEAD_END, MAX_HEAD, parseHead, RawRequest, RawResponse, requestKind, type Handler, type KeepAlive, type ParsedHead } from './raw-http.js';
 
 /**
  * The front of the HTTP/1.1 port: reads the first bytes of each request and serves the two the
@@ -23,7 +23,6 @@ export const RAW_BODY_MAX = 64 * 1024;
 /** Bytes a client may send ahead (pipelined) while its current publish is answered. */
 const MAX_AHEAD = MAX_HEAD + RAW_BODY_MAX;
 const DIGITS = /^[0-9]{1,9}$/;
-const CLOSE = /(^|,)\s*close\s*(,|$)/i;
 
 // Connections still sending a request head, or idle between keep-alive requests, with their
 // deadline: one timer for all of them rather than a Timeout object on every subscriber's socket.
@@ -173,7 +172,7 @@ export function rawHttpFront(handler: Handler, fallback: http.Server, options: R
       answering.add(socket);
       awaiting.delete(socket);
       const req = new RawRequest('POST', head.url, head.headers, socket, 1, body);
-      const res = new RawResponse(socket, false, false, keepAlive(CLOSE.test(head.headers['connection'] ?? '')));
+      const res = new RawResponse(socket, false, false, keepAlive(asksClose(head.headers['connection'] ?? '')));
       handler(req as unknown as http.IncomingMessage, res as unknown as http.ServerResponse);
     };
 
@@ -182,7 +181,6 @@ export function rawHttpFront(handler: Handler, fallback: http.Server, options: R
       // Bodies, pipelined requests and anything unusual take the regular path.
       if (
         !head ||
-        head.method === 'POST' ||
         end + 4 !== b.length ||
         head.headers['content-length'] !== undefined && head.headers['content-length'] !== '0' ||
         head.headers['transfer-encoding'] !== undefined ||

@@ -147,8 +147,11 @@ function forwardError(this: SocketWithResponse, err: Error): void {
   if (res.listenerCount('error') > 0) res.emit('error', err);
 }
 const LISTENING = Symbol('quicksilver.rawListeners');
-/** Header names already checked against TOKEN: the hub writes the same few on every answer. */
-const goodNames = new Set<string>();
+
+/** Whether a Connection header value asks for the connection to close. */
+export function asksClose(value: string): boolean {
+  return /(^|,)\s*close\s*(,|$)/i.test(value);
+}
 
 /** `Date` header value, computed once per second rather than once per response. */
 let dateSecond = 0;
@@ -273,33 +276,26 @@ export class RawResponse {
 
   writeHead(status: number, headers?: Record<string, string | number | readonly string[]>): this {
     if (this.headersSent) return this;
+    const all: Record<string, string | number | readonly string[]> = { ...this.pending, ...headers };
     let hasLength = false;
     let closeAsked = false;
     let out = `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Unknown'}\r\n`;
-    const add = (k: string, v: string | number | readonly string[]): void => {
+    for (const [k, v] of Object.entries(all)) {
       const lower = k.toLowerCase();
       if (lower === 'connection') {
-        closeAsked ||= /(^|,)\s*close\s*(,|$)/i.test(String(v));
-        return;
+        closeAsked ||= asksClose(String(v));
+        continue;
       }
-      if (lower === 'transfer-encoding') return;
+      if (lower === 'transfer-encoding') continue;
       if (lower === 'content-length') hasLength = true;
-      // As node:http does (ERR_INVALID_CHAR): written as latin1, anything else would be
-      // truncated to its low byte, and U+010D U+010A would become CR LF.
-      if (!goodNames.has(k)) {
-        if (!TOKEN.test(k)) throw new TypeError(`Invalid character in header content ["${k}"]`);
-        if (goodNames.size < 256) goodNames.add(k);
-      }
-      for (const one of Array.isArray(v) ? (v as readonly string[]) : [v as string | number]) {
+      for (const one of Array.isArray(v) ? v : [v]) {
         const value = String(one);
-        if (!isFieldValue(value)) throw new TypeError(`Invalid character in header content ["${k}"]`);
+        // As node:http does (ERR_INVALID_CHAR): written as latin1, anything else would be
+        // truncated to its low byte, and U+010D U+010A would become CR LF.
+        if (!TOKEN.test(k) || !isFieldValue(value)) throw new TypeError(`Invalid character in header content ["${k}"]`);
         out += `${k}: ${value}\r\n`;
       }
-    };
-    // The handler's own headers win over ones set before (as an object spread would decide).
-    const pending = this.pending;
-    if (pending) for (const k in pending) if (!headers || !(k in headers)) add(k, pending[k]!);
-    if (headers) for (const k in headers) add(k, headers[k]!);
+    }
     this.statusCode = status;
     this.pending = null;
     out += `Date: ${httpDate()}\r\n`;
