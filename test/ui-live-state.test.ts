@@ -52,6 +52,9 @@ describeBrowser('debugging UI: the display follows the live connection', () => {
 
   const text = (sel: string) => page.textContent(sel);
   const connected = () => expect.poll(() => text('#sub-status'), { timeout: 5000 }).toBe('Connected');
+  // After a settings change the old stream stays up (and Connected) until the new one replaces it:
+  // the URL line, drawn from the live connection, is what says the switch happened, so it is
+  // awaited before the status (checking it right after "Connected" raced with the switch).
   /** Publishes from the page's form; returns the update id. */
   async function publishPrivate(data: string): Promise<string> {
     await page.fill('#pub-topics', TOPIC);
@@ -72,14 +75,14 @@ describeBrowser('debugging UI: the display follows the live connection', () => {
     await page.click('label[for="auth-none"]');
     await page.fill('#sub-topics', TOPIC);
     await page.click('#sub-connect');
+    await expect.poll(() => text('#sub-url'), { timeout: 5000 }).toMatch(/via EventSource · anonymous$/);
     await connected();
-    expect(await text('#sub-url')).toMatch(/via EventSource · anonymous$/);
     expect(hub.hub.connected).toBe(1);
 
     // The issue's case: with the old anonymous stream, this private update was "Received 0".
     await page.click('label[for="auth-header"]');
+    await expect.poll(() => text('#sub-url'), { timeout: 5000 }).toMatch(/via fetch\(\) · Authorization header, development token$/);
     await connected();
-    expect(await text('#sub-url')).toMatch(/via fetch\(\) · Authorization header, development token$/);
     expect(await page.inputValue('#sub-client')).toBe('fetch');
     await publishPrivate('private, header');
     await expect.poll(received).toEqual(['private, header']);
@@ -87,8 +90,8 @@ describeBrowser('debugging UI: the display follows the live connection', () => {
     expect(hub.hub.connected).toBe(1);
 
     await page.click('label[for="auth-cookie"]');
+    await expect.poll(() => text('#sub-url'), { timeout: 5000 }).toMatch(/via EventSource · cookie mercureAuthorization, development token$/);
     await connected();
-    expect(await text('#sub-url')).toMatch(/via EventSource · cookie mercureAuthorization, development token$/);
     expect(await page.inputValue('#sub-client')).toBe('auto');
     await publishPrivate('private, cookie');
     await expect.poll(received).toEqual(['private, cookie', 'private, header']);
@@ -99,8 +102,8 @@ describeBrowser('debugging UI: the display follows the live connection', () => {
     const devToken = await page.inputValue('#jwt');
     const other = await legacyToken({ publish: ['*'], subscribe: ['https://example.com/other'] });
     await commit('#jwt', other);
+    await expect.poll(() => text('#sub-url'), { timeout: 5000 }).toContain(`cookie mercureAuthorization, token …${other.slice(-8)}`);
     await connected();
-    expect(await text('#sub-url')).toContain(`cookie mercureAuthorization, token …${other.slice(-8)}`);
     const before = (await received()).length;
     const id = await publishPrivate('not for this token');
     // A public update published after it arrives, so the private one had its chance.
@@ -142,9 +145,9 @@ describeBrowser('debugging UI: the display follows the live connection', () => {
     expect(await text('#sub-error')).toContain('The token was refused');
     expect(await page.isEnabled('#sub-disconnect')).toBe(true);
     await commit('#jwt', devToken);
+    await expect.poll(() => text('#sub-url'), { timeout: 5000 }).toContain('development token');
     await connected();
     expect(await page.isVisible('#sub-error')).toBe(false);
-    expect(await text('#sub-url')).toContain('development token');
   });
 
   it('topic edits are announced until Reconnect applies them; Disconnect resets the buttons', async () => {
